@@ -1,0 +1,80 @@
+#include <cstdlib>
+
+#include "common.h"
+
+namespace selfsup {
+
+dnnl::engine& cpuEngine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::stream& cpuStream() {
+  static dnnl::stream stream(cpuEngine());
+  return stream;
+}
+
+std::string describe(const dnnl::memory::desc& d) {
+  const dnnl_memory_desc_t& m = d.data;
+  std::string s = std::to_string(m.ndims) + ":" + std::to_string(static_cast<int>(m.format_kind));
+  for (int i = 0; i < m.ndims; ++i) s += "," + std::to_string(m.dims[i]);
+  if (m.format_kind == dnnl_blocked) {
+    const auto& b = m.format_desc.blocking;
+    for (int i = 0; i < m.ndims; ++i) s += "s" + std::to_string(b.strides[i]);
+    for (int i = 0; i < b.inner_nblks; ++i) s += "b" + std::to_string(b.inner_blks[i]) + "i" + std::to_string(b.inner_idxs[i]);
+  }
+  s += "o" + std::to_string(m.offset0) + "x" + std::to_string(m.extra.flags);
+  return s;
+}
+
+dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::memory::desc& to,
+                         std::vector<float>& slot) {
+  static ShapeCache<dnnl::reorder> reorders;
+  size_t bytes = to.get_size();
+  if (slot.size() * sizeof(float) < bytes) slot.resize((bytes + sizeof(float) - 1) / sizeof(float));
+  dnnl::memory srcMem(from, cpuEngine(), src);
+  dnnl::memory dstMem(to, cpuEngine(), slot.data());
+  std::string key = describe(from) + "->" + describe(to);
+  auto& r = reorders.get(key, [&] { return dnnl::reorder(srcMem, dstMem); });
+  r.execute(cpuStream(), srcMem, dstMem);
+  return dstMem;
+}
+
+static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  int n = info[0].As<Napi::Number>().Int32Value();
+  if (n > 0) omp_set_num_threads(n);
+  return Napi::Number::New(info.Env(), omp_get_max_threads());
+}
+
+static Napi::Value GetInfo(const Napi::CallbackInfo& info) {
+  auto env = info.Env();
+  auto out = Napi::Object::New(env);
+  const dnnl_version_t* v = dnnl_version();
+  out.Set("onednn", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch));
+  out.Set("threads", omp_get_max_threads());
+  out.Set("isa", static_cast<int>(dnnl::get_effective_cpu_isa()));
+  return out;
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  if (const char* t = std::getenv("SELFSUP_THREADS")) {
+    int n = std::atoi(t);
+    if (n > 0) omp_set_num_threads(n);
+  }
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("info", Napi::Function::New(env, GetInfo));
+  InitConv(env, exports);
+  InitMatmul(env, exports);
+  InitBatchNorm(env, exports);
+  InitPool(env, exports);
+  InitEltwise(env, exports);
+  InitReduce(env, exports);
+  InitLayout(env, exports);
+  return exports;
+}
+
+}  // namespace selfsup
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return selfsup::Init(env, exports); }
+
+NODE_API_MODULE(selfsup_native, InitAddon)

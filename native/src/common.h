@@ -1,0 +1,94 @@
+// Shared pieces of the addon: the oneDNN engine and stream, argument helpers,
+// and a shape-keyed primitive cache. Kernels work on raw float buffers that the
+// JavaScript side owns; nothing here knows about tfjs.
+#pragma once
+#include <napi.h>
+#include <omp.h>
+
+#include <cstdint>
+#include <dnnl.hpp>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace selfsup {
+
+dnnl::engine& cpuEngine();
+dnnl::stream& cpuStream();
+
+// Raw pointer to a Float32Array's elements (no copy).
+inline float* floatData(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Float32Array");
+  }
+  return v.As<Napi::Float32Array>().Data();
+}
+inline size_t floatLength(const Napi::Value& v) { return v.As<Napi::Float32Array>().ElementLength(); }
+
+// Optional Float32Array: null/undefined gives nullptr.
+inline float* optionalFloatData(const Napi::Value& v, const char* what) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  return floatData(v, what);
+}
+
+inline std::vector<int64_t> intList(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be an array of integers");
+  auto a = v.As<Napi::Array>();
+  std::vector<int64_t> out(a.Length());
+  for (uint32_t i = 0; i < a.Length(); ++i) out[i] = a.Get(i).As<Napi::Number>().Int64Value();
+  return out;
+}
+
+inline std::string keyOf(const char* kind, const std::vector<int64_t>& dims) {
+  std::string k(kind);
+  for (auto d : dims) { k += ','; k += std::to_string(d); }
+  return k;
+}
+
+// Memoises objects built for one shape, so a training loop re-creates nothing.
+template <typename T>
+class ShapeCache {
+ public:
+  template <typename Make>
+  T& get(const std::string& key, Make make) {
+    auto it = map_.find(key);
+    if (it != map_.end()) return *it->second;
+    auto* made = new T(make());
+    map_.emplace(key, std::unique_ptr<T>(made));
+    return *made;
+  }
+  size_t size() const { return map_.size(); }
+  void clear() { map_.clear(); }
+
+ private:
+  std::unordered_map<std::string, std::unique_ptr<T>> map_;
+};
+
+// A reorder from one layout to another, built once per shape pair.
+struct CachedReorder {
+  dnnl::reorder prim;
+  dnnl::memory::desc from, to;
+};
+
+// A printable, unique description of a memory desc, for cache keys.
+std::string describe(const dnnl::memory::desc& d);
+
+// Reorders `src` (described by `from`) into a scratch buffer in layout `to`,
+// returning a memory object that stays valid until the next call with the same slot.
+dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::memory::desc& to,
+                         std::vector<float>& slot);
+
+// The module initialisers, one per source file.
+void InitConv(Napi::Env env, Napi::Object exports);
+void InitMatmul(Napi::Env env, Napi::Object exports);
+void InitBatchNorm(Napi::Env env, Napi::Object exports);
+void InitPool(Napi::Env env, Napi::Object exports);
+void InitEltwise(Napi::Env env, Napi::Object exports);
+void InitReduce(Napi::Env env, Napi::Object exports);
+void InitLayout(Napi::Env env, Napi::Object exports);
+
+// Element counts below this run on one thread: a parallel region costs more than it saves.
+constexpr int64_t kParallelGrain = 1 << 15;
+
+}  // namespace selfsup

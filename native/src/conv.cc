@@ -1,0 +1,174 @@
+// 2-D convolution on NHWC activations and tfjs-layout weights
+// [KH, KW, IC/groups, OC] (depthwise: [KH, KW, C, multiplier]), via oneDNN.
+// Weights are reordered into whatever blocked layout the chosen oneDNN
+// implementation prefers; activations stay NHWC end to end.
+#include "common.h"
+
+namespace selfsup {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct ConvShape {
+  int64_t n, h, w, c, kh, kw, oc, oh, ow, sh, sw, dh, dw, pt, pl, pb, pr, groups, relu;
+
+  explicit ConvShape(const std::vector<int64_t>& d) {
+    if (d.size() != 19) throw std::invalid_argument("conv2d: dims must have 19 entries");
+    n = d[0]; h = d[1]; w = d[2]; c = d[3]; kh = d[4]; kw = d[5]; oc = d[6]; oh = d[7]; ow = d[8];
+    sh = d[9]; sw = d[10]; dh = d[11]; dw = d[12]; pt = d[13]; pl = d[14]; groups = d[17]; relu = d[18];
+    // oneDNN wants the right/bottom padding that makes its output size formula
+    // exact; tfjs may report more (VALID with a remainder), so derive it.
+    pb = (oh - 1) * sh + (kh - 1) * dh + 1 - h - pt;
+    pr = (ow - 1) * sw + (kw - 1) * dw + 1 - w - pl;
+    if (groups < 1 || c % groups || oc % groups) throw std::invalid_argument("conv2d: channels not divisible by groups");
+  }
+  memory::desc src() const { return memory::desc({n, c, h, w}, dt::f32, tag::nhwc); }
+  memory::desc dst() const { return memory::desc({n, oc, oh, ow}, dt::f32, tag::nhwc); }
+  memory::desc bias() const { return memory::desc({oc}, dt::f32, tag::x); }
+  memory::dims weightDims() const {
+    if (groups == 1) return {oc, c, kh, kw};
+    return {groups, oc / groups, c / groups, kh, kw};
+  }
+  // tfjs keeps weights as [KH, KW, IC/g, OC] with OC = g * OC/g, group-major.
+  memory::desc userWeights() const {
+    int64_t icg = c / groups, ocg = oc / groups;
+    if (groups == 1) return memory::desc(weightDims(), dt::f32, memory::dims{1, oc, kw * icg * oc, icg * oc});
+    return memory::desc(weightDims(), dt::f32, memory::dims{ocg, 1, oc, kw * icg * oc, icg * oc});
+  }
+  memory::desc anyWeights() const { return memory::desc(weightDims(), dt::f32, tag::any); }
+  memory::dims strides() const { return {sh, sw}; }
+  memory::dims dilates() const { return {dh - 1, dw - 1}; }
+  memory::dims padL() const { return {pt, pl}; }
+  memory::dims padR() const { return {pb, pr}; }
+
+  dnnl::convolution_forward::primitive_desc forwardPd(bool withBias, bool withRelu) const {
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src(),
+                                      anyWeights(), withBias ? bias() : memory::desc(), dst(), strides(), dilates(),
+                                      padL(), padR());
+    dnnl::primitive_attr attr;
+    if (withRelu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
+    return dnnl::convolution_forward::primitive_desc(d, attr, cpuEngine());
+  }
+};
+
+struct ConvForward {
+  dnnl::convolution_forward prim;
+  memory::desc weights;
+};
+struct ConvBackwardData {
+  dnnl::convolution_backward_data prim;
+  memory::desc weights;
+};
+struct ConvBackwardWeights {
+  dnnl::convolution_backward_weights prim;
+  memory::desc diffWeights;
+};
+
+ShapeCache<ConvForward> forwardCache;
+ShapeCache<ConvBackwardData> backwardDataCache;
+ShapeCache<ConvBackwardWeights> backwardWeightsCache;
+std::vector<float> weightSlot, diffWeightSlot;
+
+// Weights in the primitive's layout, reordered only when that differs from tfjs's.
+memory primitiveWeights(const ConvShape& s, const memory::desc& want, float* w) {
+  memory::desc user = s.userWeights();
+  if (user == want) return memory(want, cpuEngine(), w);
+  return reorderInto(user, w, want, weightSlot);
+}
+
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  float* x = floatData(info[0], "x");
+  float* w = floatData(info[1], "w");
+  float* b = optionalFloatData(info[2], "bias");
+  float* y = floatData(info[3], "y");
+  auto dims = intList(info[4], "dims");
+  ConvShape s(dims);
+  dims.push_back(b != nullptr);
+  auto& fwd = forwardCache.get(keyOf("fwd", dims), [&] {
+    auto pd = s.forwardPd(b != nullptr, s.relu != 0);
+    return ConvForward{dnnl::convolution_forward(pd), pd.weights_desc()};
+  });
+  memory wm = primitiveWeights(s, fwd.weights, w);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(s.src(), cpuEngine(), x)},
+                                       {DNNL_ARG_WEIGHTS, wm},
+                                       {DNNL_ARG_DST, memory(s.dst(), cpuEngine(), y)}};
+  if (b) args.insert({DNNL_ARG_BIAS, memory(s.bias(), cpuEngine(), b)});
+  fwd.prim.execute(cpuStream(), args);
+  cpuStream().wait();
+  return info.Env().Undefined();
+}
+
+Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
+  float* dy = floatData(info[0], "dy");
+  float* w = floatData(info[1], "w");
+  float* dx = floatData(info[2], "dx");
+  auto dims = intList(info[3], "dims");
+  dims[18] = 0;
+  ConvShape s(dims);
+  auto& bwd = backwardDataCache.get(keyOf("bwd_data", dims), [&] {
+    auto hint = s.forwardPd(false, false);
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, s.src(), s.anyWeights(), s.dst(),
+                                            s.strides(), s.dilates(), s.padL(), s.padR());
+    dnnl::convolution_backward_data::primitive_desc pd(d, cpuEngine(), hint);
+    return ConvBackwardData{dnnl::convolution_backward_data(pd), pd.weights_desc()};
+  });
+  memory wm = primitiveWeights(s, bwd.weights, w);
+  bwd.prim.execute(cpuStream(), {{DNNL_ARG_DIFF_DST, memory(s.dst(), cpuEngine(), dy)},
+                                 {DNNL_ARG_WEIGHTS, wm},
+                                 {DNNL_ARG_DIFF_SRC, memory(s.src(), cpuEngine(), dx)}});
+  cpuStream().wait();
+  return info.Env().Undefined();
+}
+
+Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
+  float* x = floatData(info[0], "x");
+  float* dy = floatData(info[1], "dy");
+  float* dw = floatData(info[2], "dw");
+  float* db = optionalFloatData(info[3], "dbias");
+  auto dims = intList(info[4], "dims");
+  dims[18] = 0;
+  ConvShape s(dims);
+  dims.push_back(db != nullptr);
+  auto& bwd = backwardWeightsCache.get(keyOf("bwd_weights", dims), [&] {
+    auto hint = s.forwardPd(db != nullptr, false);
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, s.src(), s.anyWeights(),
+                                               db ? s.bias() : memory::desc(), s.dst(), s.strides(), s.dilates(),
+                                               s.padL(), s.padR());
+    dnnl::convolution_backward_weights::primitive_desc pd(d, cpuEngine(), hint);
+    return ConvBackwardWeights{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()};
+  });
+  memory::desc user = s.userWeights();
+  bool direct = user == bwd.diffWeights;
+  if (!direct && diffWeightSlot.size() * sizeof(float) < bwd.diffWeights.get_size())
+    diffWeightSlot.resize(bwd.diffWeights.get_size() / sizeof(float) + 1);
+  memory dwm(bwd.diffWeights, cpuEngine(), direct ? static_cast<void*>(dw) : diffWeightSlot.data());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(s.src(), cpuEngine(), x)},
+                                       {DNNL_ARG_DIFF_DST, memory(s.dst(), cpuEngine(), dy)},
+                                       {DNNL_ARG_DIFF_WEIGHTS, dwm}};
+  if (db) args.insert({DNNL_ARG_DIFF_BIAS, memory(s.bias(), cpuEngine(), db)});
+  bwd.prim.execute(cpuStream(), args);
+  if (!direct) {
+    memory userMem(user, cpuEngine(), dw);
+    static ShapeCache<dnnl::reorder> back;
+    auto& r = back.get(describe(bwd.diffWeights) + "->" + describe(user), [&] { return dnnl::reorder(dwm, userMem); });
+    r.execute(cpuStream(), dwm, userMem);
+  }
+  cpuStream().wait();
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitConv(Napi::Env env, Napi::Object exports) {
+  exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("conv2dBackwardData", Napi::Function::New(env, Conv2dBackwardData));
+  exports.Set("conv2dBackwardWeights", Napi::Function::New(env, Conv2dBackwardWeights));
+}
+
+}  // namespace selfsup

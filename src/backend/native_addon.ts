@@ -1,0 +1,74 @@
+// Loads the C++ addon built by node-gyp from native/. The addon knows nothing
+// of tfjs: every function takes raw Float32Arrays and integer dimension lists.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+type F32 = Float32Array;
+type Dims = number[];
+
+export interface NativeAddon {
+  setThreads(n: number): number;
+  info(): { onednn: string; threads: number; isa: number };
+
+  /** dims: [N,H,W,C, KH,KW,OC, OH,OW, strideH,strideW, dilH,dilW, padTop,padLeft,padBottom,padRight, groups, relu] */
+  conv2d(x: F32, w: F32, bias: F32 | null, y: F32, dims: Dims): void;
+  /** dx from dy; same dims as conv2d (relu ignored). */
+  conv2dBackwardData(dy: F32, w: F32, dx: F32, dims: Dims): void;
+  /** dw (and optionally dbias) from x and dy; same dims as conv2d. */
+  conv2dBackwardWeights(x: F32, dy: F32, dw: F32, dbias: F32 | null, dims: Dims): void;
+
+  /** dims: [batchA, batchB, M, K, N, transposeA, transposeB, activation(0 none,1 relu)]; batch of A or B may be 1 (broadcast). */
+  matmul(a: F32, b: F32, bias: F32 | null, c: F32, dims: Dims): void;
+
+  /** Training-mode batch norm over [rows, C] (NHWC flattened). Writes y, batch mean and biased variance. */
+  batchNormTrain(x: F32, gamma: F32, beta: F32, y: F32, mean: F32, variance: F32, dims: Dims, epsilon: number): void;
+  /** Backward of batchNormTrain: dx, dgamma, dbeta. */
+  batchNormTrainBackward(x: F32, dy: F32, gamma: F32, mean: F32, variance: F32, dx: F32, dgamma: F32, dbeta: F32, dims: Dims, epsilon: number): void;
+  /** Inference batch norm with given statistics; scale/offset may be null. */
+  batchNormInference(x: F32, mean: F32, variance: F32, scale: F32 | null, offset: F32 | null, y: F32, dims: Dims, epsilon: number): void;
+
+  /** dims: [N,H,W,C, KH,KW, OH,OW, strideH,strideW, padTop,padLeft,padBottom,padRight] */
+  maxPool(x: F32, y: F32, dims: Dims): void;
+  maxPoolBackward(x: F32, dy: F32, dx: F32, dims: Dims): void;
+  avgPool(x: F32, y: F32, dims: Dims): void;
+  avgPoolBackward(dy: F32, dx: F32, dims: Dims): void;
+
+  [name: string]: unknown;
+}
+
+const addonPath = fileURLToPath(new URL('../../../native/build/Release/selfsup_native.node', import.meta.url));
+
+let cached: NativeAddon | undefined;
+let loadError: Error | undefined;
+
+/** The addon, or an Error that says what is missing and how to fix it. */
+export function loadNativeAddon(): NativeAddon | Error {
+  if (cached) return cached;
+  if (loadError) return loadError;
+  if (!existsSync(addonPath)) {
+    loadError = new Error(
+      `the native oneDNN addon is not built (${addonPath} is missing). ` +
+        'Run `npm run setup` (it installs libdnnl-dev and builds it), or by hand: ' +
+        'sudo apt-get install libdnnl-dev g++ make && npm run build:native',
+    );
+    return loadError;
+  }
+  try {
+    cached = createRequire(import.meta.url)(addonPath) as NativeAddon;
+    return cached;
+  } catch (e) {
+    const msg = (e as Error).message;
+    const hint = /libdnnl/.test(msg)
+      ? 'libdnnl (oneDNN) is not installed: sudo apt-get install libdnnl-dev, then npm run build:native'
+      : 'rebuild it with: npm run build:native';
+    loadError = new Error(`the native oneDNN addon failed to load (${msg}); ${hint}`);
+    return loadError;
+  }
+}
+
+export function nativeAddon(): NativeAddon {
+  const a = loadNativeAddon();
+  if (a instanceof Error) throw a;
+  return a;
+}

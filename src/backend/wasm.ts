@@ -1,0 +1,4 @@
+// Filled in by the wasm backend work.
+export async function registerWasmBackend(): Promise<boolean> {
+  return false;
+}

@@ -1,0 +1,4 @@
+// Filled in by the webgpu backend work.
+export async function registerWebGpuBackend(): Promise<boolean> {
+  return false;
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+// The `selfsup` command. Each subcommand lives in its own module and adds
+// itself to the program, so this file only lists them.
+import { Command } from 'commander';
+import { registerBenchCommand } from './bench.js';
+import { registerDataCommand } from './data.js';
+import { registerDemoCommand } from './demo.js';
+
+const program = new Command()
+  .name('selfsup')
+  .description('Self-supervised visual representation learning (DetCo and friends) on a native oneDNN tfjs backend')
+  .showHelpAfterError()
+  .configureHelp({ sortSubcommands: true });
+
+registerBenchCommand(program);
+registerDataCommand(program);
+registerDemoCommand(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`selfsup: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
