@@ -1,0 +1,110 @@
+// Shared test utilities: deterministic random tensors, closeness assertions,
+// running the same computation on two backends, and finite-difference checks.
+import assert from 'node:assert/strict';
+import * as tf from '../src/tf.js';
+import type { Tensor } from '@tensorflow/tfjs-core';
+import { registerNativeBackend } from '../src/backend/native_backend.js';
+
+/** Registers `native` (failing the test run loudly if the addon is missing). */
+export async function setupNative(): Promise<void> {
+  const ok = await registerNativeBackend();
+  assert.ok(ok, 'the native addon did not load; run `npm run setup`');
+  await tf.setBackend('cpu');
+}
+
+/** Mulberry32: small, seedable, good enough for test data. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Uniform values in [lo, hi). */
+export function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
+  return out;
+}
+
+export function randomTensor(shape: number[], seed: number, lo = -1, hi = 1): Tensor {
+  return tf.tensor(randomArray(shape.reduce((a, b) => a * b, 1), seed, lo, hi), shape);
+}
+
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  { atol = 1e-4, rtol = 1e-4 } = {},
+  what = 'values',
+): void {
+  assert.equal(actual.length, expected.length, `${what}: length ${actual.length} != ${expected.length}`);
+  let worst = -1;
+  let worstErr = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i]!;
+    const e = expected[i]!;
+    const err = Math.abs(a - e) - (atol + rtol * Math.abs(e));
+    if (!(err <= 0) && (worst < 0 || err > worstErr || Number.isNaN(err))) {
+      worst = i;
+      worstErr = err;
+    }
+  }
+  if (worst >= 0) {
+    assert.fail(`${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (atol ${atol}, rtol ${rtol})`);
+  }
+}
+
+/** Runs `fn` with `backend` active and returns every output's values. */
+export async function runOn(backend: string, fn: () => Tensor | Tensor[]): Promise<Float32Array[]> {
+  await tf.setBackend(backend);
+  return tf.tidy(() => {
+    const out = fn();
+    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync() as ArrayLike<number>));
+  });
+}
+
+/** Asserts that `fn` gives the same outputs on `native` as on tfjs-cpu. */
+export async function assertNativeMatchesCpu(
+  fn: () => Tensor | Tensor[],
+  tolerance: { atol?: number; rtol?: number } = {},
+  what = 'output',
+): Promise<void> {
+  const expected = await runOn('cpu', fn);
+  const actual = await runOn('native', fn);
+  assert.equal(actual.length, expected.length);
+  actual.forEach((a, i) => assertClose(a, expected[i]!, tolerance, `${what}[${i}]`));
+}
+
+/**
+ * Central finite differences of scalar `f` at `x`, compared with tfjs autograd
+ * on the active backend, at `samples` randomly chosen coordinates.
+ */
+export function assertGradientMatchesFiniteDifferences(
+  f: (x: Tensor) => Tensor,
+  x: Tensor,
+  { eps = 1e-2, atol = 2e-3, rtol = 2e-2, samples = 12, seed = 7 } = {},
+): void {
+  const analytic = tf.tidy(() => tf.grad(f)(x).dataSync() as Float32Array);
+  const base = x.dataSync() as Float32Array;
+  const r = rng(seed);
+  for (let s = 0; s < Math.min(samples, base.length); s++) {
+    const i = Math.floor(r() * base.length);
+    const at = (delta: number) =>
+      tf.tidy(() => {
+        const v = Float32Array.from(base);
+        v[i] = v[i]! + delta;
+        return f(tf.tensor(v, x.shape)).dataSync()[0]!;
+      });
+    const numeric = (at(eps) - at(-eps)) / (2 * eps);
+    const a = analytic[i]!;
+    assert.ok(
+      Math.abs(a - numeric) <= atol + rtol * Math.abs(numeric),
+      `gradient at flat index ${i}: autograd ${a}, finite difference ${numeric}`,
+    );
+  }
+}
