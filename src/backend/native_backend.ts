@@ -102,7 +102,7 @@ export function registerNativeBackend(priority = 3): Promise<boolean> {
     for (const load of kernelModules) {
       const { kernels } = await load();
       for (const k of kernels) {
-        tf.unregisterKernel(k.kernelName, NATIVE);
+        if (tf.getKernel(k.kernelName, NATIVE)) tf.unregisterKernel(k.kernelName, NATIVE);
         tf.registerKernel(k);
       }
     }

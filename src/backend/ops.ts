@@ -40,14 +40,14 @@ tf.registerGradient({
   gradFunc: (dy, saved, attrs) => {
     const [x, gamma, mean, variance] = saved as Tensor[];
     const dyY = Array.isArray(dy) ? dy[0]! : dy;
-    // One backward kernel yields all three gradients; compute it once.
-    let grads: Tensor[] | undefined;
-    const all = () =>
-      (grads ??= tf.engine().runKernel(
-        BatchNormTrainGrad,
-        { x: x!, dy: dyY, gamma: gamma!, mean: mean!, variance: variance! },
-        attrs as unknown as tf.NamedAttrMap,
-      ) as Tensor[]);
-    return { x: () => all()[0]!, gamma: () => all()[1]!, beta: () => all()[2]! };
+    // One backward kernel yields all three gradients. It runs here, not in the
+    // closures: tfjs runs each closure in its own tidy scope, which would
+    // dispose the two outputs a closure does not return.
+    const [dx, dgamma, dbeta] = tf.engine().runKernel(
+      BatchNormTrainGrad,
+      { x: x!, dy: dyY, gamma: gamma!, mean: mean!, variance: variance! },
+      attrs as unknown as tf.NamedAttrMap,
+    ) as Tensor[];
+    return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
   },
 });

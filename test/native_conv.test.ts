@@ -1,0 +1,87 @@
+import { before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '../src/tf.js';
+import type { Tensor, Tensor4D } from '@tensorflow/tfjs-core';
+import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, randomTensor, setupNative } from './helpers.js';
+
+type GradFn = (...args: Tensor[]) => Tensor;
+type Pad = 'same' | 'valid' | [[number, number], [number, number], [number, number], [number, number]];
+interface Case {
+  x: [number, number, number, number];
+  k: [number, number];
+  oc: number;
+  stride: number;
+  pad: Pad;
+  dilation?: number;
+}
+
+const cases: Case[] = [
+  { x: [2, 8, 8, 3], k: [3, 3], oc: 4, stride: 1, pad: 'same' },
+  { x: [1, 7, 9, 5], k: [3, 3], oc: 6, stride: 2, pad: 'same' },
+  { x: [3, 11, 6, 2], k: [5, 3], oc: 3, stride: 2, pad: 'valid' },
+  { x: [2, 10, 10, 4], k: [3, 3], oc: 8, stride: 2, pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
+  { x: [1, 9, 9, 3], k: [3, 3], oc: 2, stride: 1, pad: 'same', dilation: 2 },
+  { x: [2, 6, 6, 16], k: [1, 1], oc: 32, stride: 2, pad: 'valid' },
+  { x: [1, 13, 13, 3], k: [7, 7], oc: 5, stride: 2, pad: [[0, 0], [3, 3], [3, 3], [0, 0]] },
+  { x: [2, 5, 7, 3], k: [2, 2], oc: 3, stride: 3, pad: 'valid' },
+];
+
+const label = (c: Case) => `x${c.x.join('x')} k${c.k.join('x')} oc${c.oc} s${c.stride} ${JSON.stringify(c.pad)} d${c.dilation ?? 1}`;
+
+describe('native conv2d matches tfjs-cpu', () => {
+  before(setupNative);
+
+  for (const [i, c] of cases.entries()) {
+    const x = () => randomTensor(c.x, 10 + i) as Tensor4D;
+    const w = () => randomTensor([c.k[0], c.k[1], c.x[3], c.oc], 20 + i) as Tensor4D;
+    const d = c.dilation ?? 1;
+
+    test(`forward ${label(c)}`, async () => {
+      await assertNativeMatchesCpu(() => tf.conv2d(x(), w(), c.stride, c.pad, 'NHWC', d), { atol: 1e-4 });
+    });
+
+    test(`fused bias+relu ${label(c)}`, async () => {
+      const bias = () => randomTensor([c.oc], 30 + i);
+      await assertNativeMatchesCpu(
+        () => tf.fused.conv2d({ x: x(), filter: w(), strides: c.stride, pad: c.pad, dilations: d, bias: bias(), activation: 'relu' }),
+        { atol: 1e-4 },
+      );
+    });
+
+    if (d === 1) {
+      test(`backward data and filter ${label(c)}`, async () => {
+        await assertNativeMatchesCpu(() => {
+          const dy = randomTensor(tf.conv2d(x(), w(), c.stride, c.pad).shape, 40 + i) as Tensor4D;
+          const g = tf.grads(((a: Tensor4D, b: Tensor4D) => tf.sum(tf.mul(tf.conv2d(a, b, c.stride, c.pad), dy))) as GradFn);
+          return g([x(), w()]);
+        }, { atol: 2e-4, rtol: 2e-4 });
+      });
+    }
+  }
+
+  test('depthwise forward and backward', async () => {
+    for (const [i, [shape, mult, stride]] of ([[[2, 9, 9, 4], 1, 1], [[1, 8, 7, 3], 2, 2]] as const).entries()) {
+      const x = () => randomTensor([...shape], 50 + i) as Tensor4D;
+      const w = () => randomTensor([3, 3, shape[3], mult], 60 + i) as Tensor4D;
+      await assertNativeMatchesCpu(() => {
+        const f = (a: Tensor4D, b: Tensor4D) => tf.depthwiseConv2d(a, b, stride, 'same');
+        const y = f(x(), w());
+        const dy = randomTensor(y.shape, 70 + i);
+        return [y, ...tf.grads(((a: Tensor4D, b: Tensor4D) => tf.sum(tf.mul(f(a, b), dy))) as GradFn)([x(), w()])];
+      }, { atol: 2e-4 });
+    }
+  });
+
+  test('the native kernel is the one registered', () => {
+    assert.notEqual(tf.getKernel('Conv2D', 'native')?.kernelFunc, tf.getKernel('Conv2D', 'cpu')?.kernelFunc);
+  });
+
+  test('conv gradients match finite differences on native', async () => {
+    await tf.setBackend('native');
+    const w = randomTensor([3, 3, 2, 3], 81) as Tensor4D;
+    const x = randomTensor([2, 6, 6, 2], 82) as Tensor4D;
+    const loss = (a: Tensor4D, b: Tensor4D) => tf.sum(tf.square(tf.conv2d(a, b, 2, 'same')));
+    assertGradientMatchesFiniteDifferences((t) => loss(t as Tensor4D, w), x);
+    assertGradientMatchesFiniteDifferences((t) => loss(x, t as Tensor4D), w);
+  });
+});
