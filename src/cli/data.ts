@@ -1,5 +1,158 @@
+// `selfsup data`: make synthetic scenes, inspect and cache data sets, and
+// measure the loader. The work itself lives in src/data; this file parses
+// flags and prints.
 import type { Command } from 'commander';
+import { loadFashionMnist, FASHION_MNIST_DIR } from '../data/fashion_mnist.js';
+import { loadImageFolder } from '../data/image_folder.js';
+import type { ImageSet } from '../data/image_set.js';
+import { DATA_PACKAGES, missingPackages, type DataPackage } from '../data/packages.js';
+import type { PipelineSpec } from '../data/pipeline.js';
+import {
+  detcoPipeline,
+  FASHION_MNIST_STATS,
+  multiCropPipeline,
+  pirlPipeline,
+  relativeLocationPipeline,
+  rotationPipeline,
+  twoViewPipeline,
+} from '../data/recipes.js';
+import { writeScenes } from '../data/scenes.js';
+import type { BackgroundMode } from '../data/backgrounds.js';
+import { measureLoaderThroughput } from '../data/throughput.js';
+
+function int(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got '${v}'`);
+    return n;
+  };
+}
+
+function num(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got '${v}'`);
+    return n;
+  };
+}
+
+/** "a-b" or "a" as a pair of numbers. */
+function range(name: string) {
+  return (v: string): [number, number] => {
+    const parts = v.split('-').map(Number);
+    const [a, b] = parts.length === 1 ? [parts[0]!, parts[0]!] : [parts[0]!, parts[1]!];
+    if (parts.length > 2 || !Number.isFinite(a) || !Number.isFinite(b)) throw new Error(`--${name} must look like 1-4, got '${v}'`);
+    return [a, b];
+  };
+}
+
+type Stats = { mean: number[]; std: number[] } | null;
+
+const PIPELINES: Record<string, (size: number, normalize: Stats) => PipelineSpec> = {
+  mocov2: (size, normalize) => twoViewPipeline('mocov2', { size, normalize }),
+  simclr: (size, normalize) => twoViewPipeline('simclr', { size, normalize }),
+  byol: (size, normalize) => twoViewPipeline('byol', { size, normalize }),
+  multicrop: (size, normalize) => multiCropPipeline({ size, normalize }),
+  detco: (size, normalize) => detcoPipeline({ size, normalize }),
+  pirl: (size, normalize) => pirlPipeline({ size, normalize }),
+  rotation: (size, normalize) => rotationPipeline({ size, normalize }),
+  relloc: (size, normalize) => relativeLocationPipeline({ size, normalize }),
+};
+
+async function loadDataset(spec: string, dataDir: string | undefined, size: number, limit: number): Promise<ImageSet> {
+  if (spec === 'fashion-mnist') return loadFashionMnist({ dir: dataDir, limit });
+  return loadImageFolder(spec, { size });
+}
 
 export function registerDataCommand(program: Command): void {
-  void program;
+  const data = program.command('data').description('Data sets, synthetic scenes and the loader');
+
+  data
+    .command('scenes')
+    .description('Generate synthetic detection/segmentation scenes (COCO JSON, semantic masks, train/val)')
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--count <n>', 'number of images', int('count'), 1000)
+    .option('--size <px>', 'image side', int('size'), 128)
+    .option('--seed <n>', 'random seed', int('seed'), 0)
+    .option('--val-fraction <f>', 'fraction of images in val', num('val-fraction'), 0.2)
+    .option('--objects <a-b>', 'objects per image', range('objects'), [1, 4] as [number, number])
+    .option('--scale <a-b>', "object's longer side over image side", range('scale'), [0.2, 0.6] as [number, number])
+    .option('--max-occlusion <f>', 'largest fraction of an object later objects may cover', num('max-occlusion'), 0.5)
+    .option('--backgrounds <mode>', 'photos | procedural | mixed', 'mixed')
+    .option('--background-dir <dir>', 'background photos', DATA_PACKAGES.gnomeBackgrounds.path)
+    .action(async (o) => {
+      if (!['photos', 'procedural', 'mixed'].includes(o.backgrounds)) {
+        throw new Error(`--backgrounds must be photos, procedural or mixed, got '${o.backgrounds}'`);
+      }
+      const missing = missingPackages(['tuxpaintStamps', 'openclipart']);
+      if (missing.length > 0) throw new Error(`scene objects need: apt-get install ${missing.join(' ')}`);
+      const t0 = performance.now();
+      const summary = await writeScenes(o.out, {
+        count: o.count,
+        size: o.size,
+        seed: o.seed,
+        valFraction: o.valFraction,
+        minObjects: o.objects[0],
+        maxObjects: o.objects[1],
+        scaleRange: o.scale,
+        maxOcclusion: o.maxOcclusion,
+        backgrounds: o.backgrounds as BackgroundMode,
+        backgroundDir: o.backgroundDir,
+      });
+      const s = ((performance.now() - t0) / 1000).toFixed(1);
+      process.stdout.write(`${summary.train} train + ${summary.val} val images, ${summary.objects} objects, in ${o.out} (${s} s)\n`);
+    });
+
+  data
+    .command('info')
+    .description('Which data packages are installed, and what Fashion-MNIST holds')
+    .option('--data <dir>', 'Fashion-MNIST folder', FASHION_MNIST_DIR)
+    .action((o) => {
+      for (const [name, p] of Object.entries(DATA_PACKAGES)) {
+        const ok = missingPackages([name as DataPackage]).length === 0;
+        process.stdout.write(`${p.debian.padEnd(26)} ${ok ? 'found' : 'MISSING'}  ${p.path}\n`);
+      }
+      for (const split of ['train', 'test'] as const) {
+        const set = loadFashionMnist({ dir: o.data, split });
+        process.stdout.write(`fashion-mnist ${split}: ${set.count} images ${set.height}x${set.width}\n`);
+      }
+    });
+
+  data
+    .command('cache <dir>')
+    .description('Decode an image folder once at a working size and cache it')
+    .option('--size <px>', 'working side', int('size'), 64)
+    .option('--channels <n>', '1 or 3', int('channels'), 3)
+    .option('--cache-dir <dir>', 'where the cache goes')
+    .action(async (dir: string, o) => {
+      if (o.channels !== 1 && o.channels !== 3) throw new Error(`--channels must be 1 or 3, got ${o.channels}`);
+      const set = await loadImageFolder(dir, { size: o.size, channels: o.channels, cacheDir: o.cacheDir });
+      const classes = set.classNames ? `${set.classNames.length} classes` : 'unlabeled';
+      process.stdout.write(`${set.count} images (${classes}), ${set.cachedCount} from cache, ${set.skipped.length} skipped\n`);
+    });
+
+  data
+    .command('throughput')
+    .description('Loader throughput in views/s (a jigsaw set of 9 patches counts 9 views)')
+    .option('--dataset <name|dir>', "'fashion-mnist' or an image folder", 'fashion-mnist')
+    .option('--data <dir>', 'Fashion-MNIST folder')
+    .option('--pipeline <name>', Object.keys(PIPELINES).join(' | '), 'mocov2')
+    .option('--size <px>', 'view side', int('size'), 32)
+    .option('--workers <list>', 'comma-separated worker counts', '0,1,2')
+    .option('--batch-size <n>', 'batch size', int('batch-size'), 256)
+    .option('--batches <n>', 'batches timed per setting', int('batches'), 20)
+    .option('--limit <n>', 'images loaded', int('limit'), 20000)
+    .action(async (o) => {
+      const make = PIPELINES[o.pipeline];
+      if (!make) throw new Error(`--pipeline must be one of ${Object.keys(PIPELINES).join(', ')}, got '${o.pipeline}'`);
+      const dataset = await loadDataset(o.dataset, o.data, o.size, o.limit);
+      const pipeline = make(o.size, dataset.channels === 1 ? FASHION_MNIST_STATS : null);
+      for (const workers of String(o.workers).split(',').map(int('workers'))) {
+        const r = await measureLoaderThroughput({ dataset, pipeline, batchSize: o.batchSize, workers, batches: o.batches });
+        process.stdout.write(
+          `${o.pipeline} workers=${workers}: ${Math.round(r.viewsPerSecond)} views/s, ${Math.round(r.samplesPerSecond)} samples/s ` +
+            `(${r.viewsPerSample} views/sample, batch ${r.batchSize})\n`,
+        );
+      }
+    });
 }

@@ -1,0 +1,37 @@
+// Crash-safe file replacement: write a temporary file next to the target,
+// fsync it, rename it over the target, fsync the folder. A reader sees the old
+// file or the new one, never half of one, even after a power cut.
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export function writeFileAtomic(path: string, chunks: Uint8Array | string | Array<Uint8Array | string>): void {
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    for (const chunk of Array.isArray(chunks) ? chunks : [chunks]) {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      let written = 0;
+      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
+    }
+    fsyncSync(fd);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
+  // The rename itself is durable only once the folder's entry is on disk.
+  try {
+    const dfd = openSync(dir, 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
+  } catch {
+    // Some filesystems refuse fsync on folders; the data itself is already synced.
+  }
+}
