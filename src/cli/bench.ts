@@ -1,5 +1,395 @@
-import type { Command } from 'commander';
+// `selfsup bench`: training-step throughput of the reference models on each
+// tfjs backend and on PyTorch CPU, the ratios DESIGN.md's 2x target is judged
+// by, and a per-kernel profile of one step. A step is forward, softmax
+// cross-entropy, backward and a momentum-SGD update (lr 0.01, momentum 0.9),
+// finished by reading the loss; we report the median over timed steps after
+// warm-up. PyTorch runs as a subprocess of Debian's /usr/bin/python3 with
+// bench/pytorch_step.py, at 1 and 2 threads, and its better figure counts.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { InvalidArgumentError, type Command } from 'commander';
+import * as tf from '../tf.js';
+import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { BACKEND_NAMES, useBackend, type BackendName } from '../backend/select.js';
+import { ConvNet, ResNet, Rng, normal } from '../nn/index.js';
+
+const PYTHON = '/usr/bin/python3';
+
+/** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
+interface ModelSpec {
+  key: string;
+  id: string;
+  label: string;
+  arch: 'resnet' | 'convnet';
+  depth?: 18;
+  stem?: 'cifar';
+  width?: number;
+  batch: number;
+  size: number;
+  inChannels: number;
+  numClasses: number;
+}
+
+const MODELS: ModelSpec[] = [
+  { key: 'a', id: 'resnet18-w64', label: 'ResNet-18, CIFAR stem, width 64', arch: 'resnet', depth: 18, stem: 'cifar', width: 64, batch: 64, size: 32, inChannels: 3, numClasses: 10 },
+  { key: 'b', id: 'resnet18-w16', label: 'ResNet-18, CIFAR stem, width 16', arch: 'resnet', depth: 18, stem: 'cifar', width: 16, batch: 128, size: 32, inChannels: 3, numClasses: 10 },
+  { key: 'c', id: 'convnet3', label: '3-conv CNN (32, 64, 128)', arch: 'convnet', batch: 64, size: 32, inChannels: 3, numClasses: 10 },
+];
+
+interface Timing {
+  imagesPerSec: number;
+  msPerStep: number;
+  stepsMs: number[];
+  threads?: number;
+  parameters?: number;
+  /** Tensors left behind per step; anything but 0 is a leak. */
+  tensorLeakPerStep?: number;
+  note?: string;
+}
+type EngineResult = Timing | { skipped: string };
+
+interface BenchOptions {
+  models: string;
+  backends: string;
+  steps: number;
+  warmup: number;
+  wasmSteps: number;
+  batch?: number;
+  quick?: boolean;
+  budget: number;
+  pytorch: boolean;
+  profile: string | false;
+  json?: boolean;
+}
+
+interface KernelProfileRow {
+  kernel: string;
+  ms: number;
+  percent: number;
+  calls: number;
+  /** Input shapes of the costliest call signature. */
+  inputShapes: string;
+}
+
+const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
+const fmt = (x: number, digits = 1) => x.toFixed(digits);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function timing(stepsMs: number[], batch: number, extra: Partial<Timing> = {}): Timing {
+  const msPerStep = median(stepsMs);
+  return { imagesPerSec: (batch * 1000) / msPerStep, msPerStep, stepsMs, ...extra };
+}
+
+function buildModel(spec: ModelSpec): ResNet | ConvNet {
+  const { inChannels, numClasses } = spec;
+  return spec.arch === 'resnet'
+    ? new ResNet({ depth: spec.depth, stem: spec.stem, width: spec.width, inChannels, numClasses, seed: 0 })
+    : new ConvNet({ inChannels, numClasses, seed: 0 });
+}
+
+/** A model, its optimizer and a fixed batch on the active backend; `step()` runs one training step. */
+function trainingStep(spec: ModelSpec, batch: number) {
+  const model = buildModel(spec).train();
+  const optimizer = tf.train.momentum(0.01, 0.9);
+  const x = normal([batch, spec.size, spec.size, spec.inChannels], 1, new Rng(1)) as Tensor4D;
+  const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from({ length: batch }, (_, i) => i % spec.numClasses), 'int32'), spec.numClasses));
+  const params = model.parameters();
+  const loss = (): Scalar => tf.losses.softmaxCrossEntropy(labels as Tensor2D, model.logits(x));
+  return {
+    parameters: model.numParameters(),
+    step(): Tensor {
+      const value = optimizer.minimize(loss, true, params)!;
+      value.dataSync();
+      return value;
+    },
+    dispose() {
+      model.dispose();
+      optimizer.dispose();
+      x.dispose();
+      labels.dispose();
+    },
+  };
+}
+
+async function timeTfjs(spec: ModelSpec, batch: number, backend: BackendName, steps: number, warmup: number, budgetS: number): Promise<EngineResult> {
+  if (backend === 'cpu' && spec.arch === 'resnet') return { skipped: 'pure-JS cpu backend: hours per ResNet step' };
+  try {
+    await useBackend(backend);
+  } catch (err) {
+    return { skipped: err instanceof Error ? err.message : String(err) };
+  }
+  const run = trainingStep(spec, batch);
+  try {
+    const stepsMs: number[] = [];
+    const started = performance.now();
+    let tensorsBefore = 0;
+    for (let i = 0; i < warmup + steps; i++) {
+      if (i === warmup) tensorsBefore = tf.memory().numTensors;
+      const t0 = performance.now();
+      run.step().dispose();
+      const ms = performance.now() - t0;
+      if (i >= warmup) stepsMs.push(ms);
+      log(`${spec.id} on ${backend}: ${i < warmup ? 'warm-up' : 'step'} ${i + 1}/${warmup + steps} ${fmt(ms)} ms`);
+      if (stepsMs.length > 0 && (performance.now() - started) / 1000 > budgetS && i + 1 < warmup + steps) {
+        log(`${spec.id} on ${backend}: over the ${budgetS} s budget, stopping at ${stepsMs.length} timed steps`);
+        break;
+      }
+    }
+    const leak = (tf.memory().numTensors - tensorsBefore) / stepsMs.length;
+    const note = stepsMs.length < steps ? `only ${stepsMs.length} timed steps (budget)` : undefined;
+    return timing(stepsMs, batch, { parameters: run.parameters, tensorLeakPerStep: leak, ...(note ? { note } : {}) });
+  } catch (err) {
+    return { skipped: `failed: ${err instanceof Error ? err.message : String(err)}` };
+  } finally {
+    run.dispose();
+  }
+}
+
+function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('bench: cannot find the selfsup package root');
+    dir = up;
+  }
+  return dir;
+}
+
+/** Why PyTorch cannot run here, or undefined when it can. */
+function pytorchUnavailable(): string | undefined {
+  const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+  if (probe.error) return `${PYTHON} not found`;
+  if (probe.status !== 0) return `${PYTHON} cannot import torch (apt-get install python3-torch)`;
+  return undefined;
+}
+
+async function timePytorch(spec: ModelSpec, batch: number, steps: number, warmup: number): Promise<EngineResult> {
+  const script = path.join(repoRoot(), 'bench', 'pytorch_step.py');
+  const args = [script, '--spec', JSON.stringify(spec), '--batch', String(batch), '--steps', String(steps), '--warmup', String(warmup), '--threads', '1,2'];
+  const child = spawn(PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderrTail = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => {
+    const text = d.toString();
+    stderrTail = (stderrTail + text).slice(-2000);
+    for (const line of text.split('\n')) if (line.startsWith('[pytorch]')) log(line.slice(10));
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (code !== 0) return { skipped: `pytorch_step.py exited with ${code}: ${stderrTail.trim().split('\n').at(-1)}` };
+  try {
+    const { best } = JSON.parse(stdout) as { best: { threads: number; stepsMs: number[]; parameters: number } };
+    return timing(best.stepsMs, batch, { threads: best.threads, parameters: best.parameters });
+  } catch {
+    return { skipped: `pytorch_step.py printed no JSON result: ${stdout.slice(0, 200)}` };
+  }
+}
+
+/** Per-kernel time of one training step (after one warm-up step), aggregated by kernel name. */
+async function profileStep(spec: ModelSpec, batch: number): Promise<{ totalMs: number; kernels: KernelProfileRow[] }> {
+  const run = trainingStep(spec, batch);
+  try {
+    run.step().dispose();
+    const info = await tf.profile(() => run.step());
+    (info.result as Tensor).dispose();
+    const byName = new Map<string, { ms: number; calls: number; bySignature: Map<string, number> }>();
+    for (const k of info.kernels) {
+      const ms = Number(k.kernelTimeMs) || 0;
+      const entry = byName.get(k.name) ?? { ms: 0, calls: 0, bySignature: new Map<string, number>() };
+      const signature = k.inputShapes.map((s) => (s ? `[${s.join(',')}]` : '-')).join(' ');
+      entry.ms += ms;
+      entry.calls += 1;
+      entry.bySignature.set(signature, (entry.bySignature.get(signature) ?? 0) + ms);
+      byName.set(k.name, entry);
+    }
+    const totalMs = [...byName.values()].reduce((s, e) => s + e.ms, 0);
+    const kernels = [...byName]
+      .map(([kernel, e]) => ({
+        kernel,
+        ms: e.ms,
+        percent: totalMs > 0 ? (100 * e.ms) / totalMs : 0,
+        calls: e.calls,
+        inputShapes: [...e.bySignature].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '',
+      }))
+      .sort((a, b) => b.ms - a.ms);
+    return { totalMs, kernels };
+  } finally {
+    run.dispose();
+  }
+}
+
+function isTiming(r: EngineResult | undefined): r is Timing {
+  return r !== undefined && 'imagesPerSec' in r;
+}
+
+function ratio(results: Record<string, EngineResult>, a: string, b: string): number | undefined {
+  const ra = results[a];
+  const rb = results[b];
+  return isTiming(ra) && isTiming(rb) ? ra.imagesPerSec / rb.imagesPerSec : undefined;
+}
+
+function table(spec: ModelSpec, batch: number, results: Record<string, EngineResult>): string {
+  const lines = [`\n${spec.id} (${spec.key}): ${spec.label}, batch ${batch}, ${spec.size}x${spec.size}x${spec.inChannels}`];
+  lines.push(`  ${'engine'.padEnd(20)}${'images/s'.padStart(10)}${'ms/step'.padStart(11)}${'steps'.padStart(7)}`);
+  for (const [engine, r] of Object.entries(results)) {
+    const name = engine === 'pytorch' && isTiming(r) ? `pytorch (${r.threads} thr)` : engine;
+    if (!isTiming(r)) {
+      lines.push(`  ${name.padEnd(20)}skipped: ${r.skipped}`);
+      continue;
+    }
+    const notes = [r.note, r.tensorLeakPerStep ? `leaks ${fmt(r.tensorLeakPerStep)} tensors/step` : undefined].filter(Boolean);
+    lines.push(`  ${name.padEnd(20)}${fmt(r.imagesPerSec).padStart(10)}${fmt(r.msPerStep).padStart(11)}${String(r.stepsMs.length).padStart(7)}${notes.length ? `   ${notes.join('; ')}` : ''}`);
+  }
+  const ratios = Object.entries(modelRatios(results)).map(([k, v]) => `${k} ${fmt(v, 2)}x`);
+  if (ratios.length) lines.push(`  throughput ratios: ${ratios.join(', ')}`);
+  const params = new Set(Object.values(results).filter(isTiming).map((r) => r.parameters));
+  if (params.size > 1) lines.push(`  WARNING: engines disagree on the parameter count: ${[...params].join(' vs ')}`);
+  return lines.join('\n');
+}
+
+function modelRatios(results: Record<string, EngineResult>): Record<string, number> {
+  const out: Record<string, number> = {};
+  const engines = Object.keys(results).filter((e) => e !== 'pytorch');
+  for (const e of engines) {
+    const r = ratio(results, e, 'pytorch');
+    if (r !== undefined) out[`${e}/pytorch`] = r;
+  }
+  for (const e of engines.filter((e) => e !== 'native')) {
+    const r = ratio(results, 'native', e);
+    if (r !== undefined) out[`native/${e}`] = r;
+  }
+  return out;
+}
+
+function profileTable(spec: ModelSpec, batch: number, backend: string, profile: { totalMs: number; kernels: KernelProfileRow[] }): string {
+  const lines = [`\nper-kernel profile: one ${spec.id} training step, batch ${batch}, on ${backend} (${fmt(profile.totalMs)} ms in kernels)`];
+  lines.push(`  ${'kernel'.padEnd(28)}${'ms'.padStart(10)}${'%'.padStart(7)}${'calls'.padStart(7)}   costliest input shapes`);
+  for (const k of profile.kernels.slice(0, 15)) {
+    lines.push(`  ${k.kernel.padEnd(28)}${fmt(k.ms).padStart(10)}${fmt(k.percent).padStart(7)}${String(k.calls).padStart(7)}   ${k.inputShapes}`);
+  }
+  return lines.join('\n');
+}
+
+/** Writes `file` via a temporary file and a rename, so a reader never sees half of it. */
+function writeAtomic(file: string, text: string): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+function pickModels(list: string): ModelSpec[] {
+  return list.split(',').map((name) => {
+    const spec = MODELS.find((m) => m.key === name.trim() || m.id === name.trim());
+    if (!spec) throw new Error(`--models: unknown model "${name}"; choose from ${MODELS.map((m) => `${m.key} (${m.id})`).join(', ')}`);
+    return spec;
+  });
+}
+
+function pickBackends(list: string): BackendName[] {
+  return list.split(',').map((name) => {
+    const b = name.trim() as BackendName;
+    if (!BACKEND_NAMES.includes(b)) throw new Error(`--backends: unknown backend "${name}"; choose from ${BACKEND_NAMES.join(', ')}`);
+    return b;
+  });
+}
+
+export async function runBench(opts: BenchOptions): Promise<void> {
+  const models = pickModels(opts.models);
+  const backends = pickBackends(opts.backends);
+  const profileSpec = opts.profile === false ? undefined : pickModels(opts.profile)[0];
+  const steps = opts.quick ? Math.min(opts.steps, 5) : opts.steps;
+  const wasmSteps = opts.quick ? Math.min(opts.wasmSteps, 5) : opts.wasmSteps;
+  const say = (text: string) => (opts.json ? process.stderr : process.stdout).write(`${text}\n`);
+
+  const noPytorch = opts.pytorch ? pytorchUnavailable() : '--no-pytorch';
+  if (noPytorch && opts.pytorch) say(`note: PyTorch skipped: ${noPytorch}`);
+
+  const report: Array<{ model: ModelSpec; batch: number; results: Record<string, EngineResult>; ratios: Record<string, number> }> = [];
+  for (const spec of models) {
+    const batch = opts.batch ?? spec.batch;
+    const results: Record<string, EngineResult> = {};
+    for (const backend of backends) {
+      const n = backend === 'wasm' ? wasmSteps : steps;
+      results[backend] = await timeTfjs(spec, batch, backend, n, opts.warmup, opts.budget);
+    }
+    results.pytorch = noPytorch ? { skipped: noPytorch } : await timePytorch(spec, batch, steps, opts.warmup);
+    say(table(spec, batch, results));
+    report.push({ model: spec, batch, results, ratios: modelRatios(results) });
+  }
+
+  let profile: { model: string; batch: number; backend: string; totalMs: number; kernels: KernelProfileRow[] } | undefined;
+  if (profileSpec) {
+    const batch = opts.batch ?? profileSpec.batch;
+    for (const backend of backends.filter((b) => !(b === 'cpu' && profileSpec.arch === 'resnet'))) {
+      try {
+        await useBackend(backend);
+      } catch {
+        continue;
+      }
+      log(`profiling one ${profileSpec.id} step on ${backend}`);
+      try {
+        profile = { model: profileSpec.id, batch, backend, ...(await profileStep(profileSpec, batch)) };
+        say(profileTable(profileSpec, batch, backend, profile));
+      } catch (err) {
+        say(`\nper-kernel profile failed on ${backend}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      break;
+    }
+  }
+
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const file = path.join(repoRoot(), 'bench', 'results', `${stamp}.json`);
+  const json = {
+    timestamp: new Date().toISOString(),
+    host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, node: process.version, platform: `${os.platform()} ${os.arch()}` },
+    options: { ...opts, steps, wasmSteps },
+    models: report.map(({ model, batch, results, ratios }) => ({ ...model, batch, results, ratios })),
+    profile,
+  };
+  const text = `${JSON.stringify(json, null, 2)}\n`;
+  writeAtomic(file, text);
+  say(`\nresults written to ${path.relative(process.cwd(), file)}\n`);
+  if (opts.json) {
+    process.stdout.write(text);
+    return;
+  }
+  for (const { model, ratios } of report) {
+    const r = ratios['native/pytorch'];
+    say(`native/pytorch ${model.id}: ${r === undefined ? 'n/a' : `${fmt(r, 2)}x`}`);
+  }
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
 
 export function registerBenchCommand(program: Command): void {
-  void program;
+  program
+    .command('bench')
+    .description('training-step throughput (images/s) on each backend and on PyTorch CPU, with a per-kernel profile')
+    .option('--models <list>', `models: ${MODELS.map((m) => `${m.key} = ${m.id} (${m.label}, batch ${m.batch})`).join('; ')}`, 'a,b,c')
+    .option('--backends <list>', 'tfjs backends to time, those that load', 'native,wasm')
+    .option('--steps <n>', 'timed steps per engine; the median is reported', positiveInt, 10)
+    .option('--warmup <n>', 'untimed steps first', positiveInt, 2)
+    .option('--wasm-steps <n>', 'timed steps on wasm, which is slow', positiveInt, 5)
+    .option('--batch <n>', "override every model's batch size (quick checks)", positiveInt)
+    .option('--quick', 'fewer steps (5 timed)')
+    .option('--budget <seconds>', 'stop timing an engine on a model after this long (keeps at least one timed step)', positiveInt, 600)
+    .option('--no-pytorch', 'skip the PyTorch CPU reference')
+    .option('--profile <model>', 'model whose training step is profiled per kernel on the first backend that loads', 'a')
+    .option('--no-profile', 'skip the per-kernel profile')
+    .option('--json', 'print the JSON results on stdout (tables go to stderr)')
+    .action((opts: BenchOptions) => runBench(opts));
 }

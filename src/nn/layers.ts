@@ -1,0 +1,172 @@
+// The layers ResNets, ConvNets and SSL heads are built from. Inputs are NHWC
+// (channels last) throughout; conv weights are HWIO and Linear weights [in, out].
+import * as tf from '../tf.js';
+import type { Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
+import { batchNormTrain } from '../backend/ops.js';
+import { Module, noGrad } from './module.js';
+import { Rng, fanInUniform, kaimingNormalFanOut } from './init.js';
+
+/** Used when a layer is built without an `rng`; models take a `seed` instead. */
+const sharedRng = new Rng(0);
+
+export const relu = <T extends Tensor>(x: T): T => tf.relu(x);
+
+export class Identity extends Module {
+  forward<T extends Tensor>(x: T): T {
+    return x;
+  }
+}
+
+export interface Conv2dOptions {
+  stride?: number;
+  /** Zero padding on every side (PyTorch `padding`); default kernelSize // 2. */
+  padding?: number;
+  /** Default false: our convs feed a BN, which has its own shift. */
+  bias?: boolean;
+  rng?: Rng;
+}
+
+/**
+ * 2-D convolution, square kernel. Padding is explicit and symmetric as in
+ * PyTorch; tfjs 'same' would pad only bottom/right for stride 2 and shift the
+ * sampling grid.
+ */
+export class Conv2d extends Module {
+  readonly weight: Variable;
+  readonly bias: Variable | undefined;
+  readonly stride: number;
+  readonly padding: number;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    { stride = 1, padding = Math.floor(kernelSize / 2), bias = false, rng = sharedRng }: Conv2dOptions = {},
+  ) {
+    super();
+    this.stride = stride;
+    this.padding = padding;
+    this.weight = this.addParameter('weight', kaimingNormalFanOut([kernelSize, kernelSize, inChannels, outChannels], rng));
+    const fanIn = inChannels * kernelSize * kernelSize;
+    this.bias = bias ? this.addParameter('bias', fanInUniform([outChannels], fanIn, rng), { decay: false }) : undefined;
+  }
+
+  forward(x: Tensor4D): Tensor4D {
+    const p = this.padding;
+    const y = tf.conv2d(x, this.weight as Tensor4D, this.stride, [[0, 0], [p, p], [p, p], [0, 0]]);
+    return this.bias ? tf.add<Tensor4D>(y, this.bias) : y;
+  }
+}
+
+export interface BatchNormOptions {
+  eps?: number;
+  /** Running-stat update weight of the new batch, PyTorch's convention. */
+  momentum?: number;
+  /** Start gamma at 0, so a residual branch starts as the identity (Goyal et al. 2017). */
+  zeroInit?: boolean;
+}
+
+/**
+ * Batch norm over every axis but the last, so it serves NHWC maps and [N, C]
+ * features alike. Training mode normalises with batch statistics and updates
+ * the running ones; eval mode uses the running ones.
+ */
+export class BatchNorm2d extends Module {
+  readonly weight: Variable;
+  readonly bias: Variable;
+  readonly runningMean: Variable;
+  readonly runningVar: Variable;
+  readonly eps: number;
+  readonly momentum: number;
+
+  constructor(readonly numFeatures: number, { eps = 1e-5, momentum = 0.1, zeroInit = false }: BatchNormOptions = {}) {
+    super();
+    this.eps = eps;
+    this.momentum = momentum;
+    this.weight = this.addParameter('weight', zeroInit ? tf.zeros([numFeatures]) : tf.ones([numFeatures]), { decay: false });
+    this.bias = this.addParameter('bias', tf.zeros([numFeatures]), { decay: false });
+    this.runningMean = this.addBuffer('running_mean', tf.zeros([numFeatures]));
+    this.runningVar = this.addBuffer('running_var', tf.ones([numFeatures]));
+  }
+
+  forward<T extends Tensor>(x: T): T {
+    if (!this.training) {
+      return tf.batchNorm(x, this.runningMean, this.runningVar, this.bias, this.weight, this.eps) as T;
+    }
+    const { y, mean, variance } = batchNormTrain(x, this.weight as Tensor1D, this.bias as Tensor1D, this.eps);
+    this.updateRunningStats(mean, variance, x.size / this.numFeatures);
+    return y as T;
+  }
+
+  /** running = (1 - m) running + m batch, with the unbiased (n - 1) batch variance, as PyTorch. */
+  private updateRunningStats(mean: Tensor1D, variance: Tensor1D, n: number): void {
+    noGrad(() =>
+      tf.tidy(() => {
+        const m = this.momentum;
+        const unbiased = tf.mul(variance, n / Math.max(n - 1, 1));
+        this.runningMean.assign(tf.add(tf.mul(this.runningMean, 1 - m), tf.mul(mean, m)));
+        this.runningVar.assign(tf.add(tf.mul(this.runningVar, 1 - m), tf.mul(unbiased, m)));
+      }),
+    );
+    mean.dispose();
+    variance.dispose();
+  }
+}
+
+/** Same layer for [N, C] features. */
+export class BatchNorm1d extends BatchNorm2d {}
+
+/** y = x W + b with W [in, out]; PyTorch's default init U(+-1/sqrt(in)) for both. */
+export class Linear extends Module {
+  readonly weight: Variable;
+  readonly bias: Variable | undefined;
+
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    { bias = true, rng = sharedRng }: { bias?: boolean; rng?: Rng } = {},
+  ) {
+    super();
+    this.weight = this.addParameter('weight', fanInUniform([inFeatures, outFeatures], inFeatures, rng));
+    this.bias = bias ? this.addParameter('bias', fanInUniform([outFeatures], inFeatures, rng), { decay: false }) : undefined;
+  }
+
+  forward(x: Tensor2D): Tensor2D {
+    const y: Tensor2D = tf.matMul(x, this.weight as Tensor2D);
+    return this.bias ? tf.add<Tensor2D>(y, this.bias) : y;
+  }
+}
+
+export interface MlpOptions {
+  /** BN after every hidden Linear (SimCLR, BYOL heads); those Linears drop their bias. */
+  batchNorm?: boolean;
+  /** BN after the last Linear too (SimCLR v2, SimSiam projector). */
+  lastBatchNorm?: boolean;
+  rng?: Rng;
+}
+
+/** Linear -> [BN] -> ReLU, repeated, then a last Linear [-> BN]. dims = [in, hidden..., out]. */
+export class MLP extends Module {
+  private readonly linears: Linear[] = [];
+  private readonly norms: Array<BatchNorm1d | undefined> = [];
+
+  constructor(readonly dims: number[], { batchNorm = false, lastBatchNorm = false, rng = sharedRng }: MlpOptions = {}) {
+    super();
+    if (dims.length < 2) throw new Error(`MLP: need at least input and output sizes, got [${dims}]`);
+    for (let i = 0; i + 1 < dims.length; i++) {
+      const withBn = i + 2 < dims.length ? batchNorm : lastBatchNorm;
+      this.linears.push(this.addModule(`fc${i}`, new Linear(dims[i]!, dims[i + 1]!, { bias: !withBn, rng })));
+      this.norms.push(withBn ? this.addModule(`bn${i}`, new BatchNorm1d(dims[i + 1]!)) : undefined);
+    }
+  }
+
+  forward(x: Tensor2D): Tensor2D {
+    let h = x;
+    this.linears.forEach((linear, i) => {
+      h = linear.forward(h);
+      h = this.norms[i]?.forward(h) ?? h;
+      if (i + 1 < this.linears.length) h = relu(h);
+    });
+    return h;
+  }
+}
