@@ -49,7 +49,8 @@ export interface Scene {
   rgb: Uint8Array;
   /** size x size category ids, 0 = background. */
   semantic: Uint8Array;
-  objects: { categoryId: number; mask: Uint8Array; box: [number, number, number, number]; area: number; file: string }[];
+  /** Visible masks and their boxes; `fullArea` is the mask area before later objects covered it. */
+  objects: { categoryId: number; mask: Uint8Array; box: [number, number, number, number]; area: number; fullArea: number; file: string }[];
   background: string;
 }
 
@@ -232,7 +233,7 @@ export class SceneGenerator {
         area++;
       }
       const box = maskBox(mask, size, size);
-      if (box) objects.push({ categoryId: obj.categoryId, mask, box, area, file: obj.file });
+      if (box) objects.push({ categoryId: obj.categoryId, mask, box, area, fullArea: obj.fullArea, file: obj.file });
     });
     return { index, rgb, semantic, objects, background };
   }
@@ -262,7 +263,8 @@ export async function writeScenes(outDir: string, options: SceneOptions): Promis
     const split: 'train' | 'val' = i < trainCount ? 'train' : 'val';
     const name = `${String(i).padStart(6, '0')}.png`;
     await sharp(scene.rgb, { raw: { width: size, height: size, channels: 3 } }).png().toFile(join(outDir, split, 'images', name));
-    await sharp(scene.semantic, { raw: { width: size, height: size, channels: 1 } }).png().toFile(join(outDir, split, 'masks', name));
+    // b-w keeps the PNG single-channel; sharp would otherwise widen it to RGB.
+    await sharp(scene.semantic, { raw: { width: size, height: size, channels: 1 } }).toColourspace('b-w').png().toFile(join(outDir, split, 'masks', name));
     const image: CocoImage = { id: i + 1, file_name: name, width: size, height: size, semantic_mask: name };
     splits[split].images[i] = image;
     splits[split].annotations[i] = scene.objects.map((obj) => ({
