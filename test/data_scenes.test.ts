@@ -11,6 +11,7 @@ import { SCENE_CLASSES } from '../src/data/object_bank.js';
 import { missingPackages, type DataPackage } from '../src/data/packages.js';
 import { Rng } from '../src/data/random.js';
 import { SceneGenerator, writeScenes } from '../src/data/scenes.js';
+import { loadSceneSplit } from '../src/data/scenes_reader.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'selfsup-scenes-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -79,6 +80,17 @@ describe('synthetic scenes', () => {
     }
     assert.equal(seen, summary.objects);
     assert.equal(readdirSync(join(out, 'val', 'images')).length, 2);
+
+    // Read back for evaluation: pixels, semantic masks and annotations line up.
+    const val = await loadSceneSplit(out, 'val');
+    assert.equal(val.images.count, 2);
+    assert.equal(val.images.images.length, 2 * 64 * 64 * 3);
+    val.annotations.forEach((anns, k) => {
+      for (const ann of anns) {
+        const mask = decodeRle(ann.segmentation);
+        for (let p = 0; p < mask.length; p++) if (mask[p]) assert.equal(val.semantic[k * 4096 + p], ann.category_id);
+      }
+    });
   });
 
   test('the same seed gives the same files; another seed does not', async () => {

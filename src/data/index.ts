@@ -17,3 +17,4 @@ export * from './object_bank.js';
 export * from './backgrounds.js';
 export * from './scenes.js';
 export * from './packages.js';
+export * from './scenes_reader.js';

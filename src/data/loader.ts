@@ -137,8 +137,10 @@ export class Loader {
 
   private startPool(): void {
     if (this.pool.length > 0) return;
+    const { images, count, height, width, channels, labels } = this.dataset;
     const init: WorkerInit = {
-      dataset: this.dataset,
+      // Only the pixels and labels: an image folder's file list would be cloned into every worker.
+      dataset: { images, count, height, width, channels, labels },
       pipeline: this.pipeline,
       key0: this.augmentRoot.key0,
       key1: this.augmentRoot.key1,
