@@ -59,7 +59,7 @@ describe('wasm Conv2D gradient kernels match tfjs-cpu', () => {
         { x: randomTensor(c.x, 10 + i), dy: randomTensor(dyShape, 20 + i) },
         { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', filterShape: c.f }) as Tensor, 'dW');
     });
-    test(`Conv2DBackpropInput (tfjs-backend-wasm's own): ${label}`, async () => {
+    test(`Conv2DBackpropInput: ${label}`, async () => {
       await assertWasmMatchesCpu(() => tf.engine().runKernel('Conv2DBackpropInput',
         { dy: randomTensor(dyShape, 20 + i), filter: randomTensor(c.f, 30 + i) },
         { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', inputShape: c.x }) as Tensor, 'dx');
@@ -90,6 +90,22 @@ function expandFilter(f: Float32Array, shape: number[], [dh, dw]: Pair): { value
   }
   return { values: out, shape: [eh, ew, c, m] };
 }
+
+describe('wasm Conv2D gradient kernels in NCHW match tfjs-cpu', () => {
+  const xs = [2, 3, 7, 6]; // NCHW
+  const fs = [3, 3, 3, 4];
+  const dyShape = [2, 4, 4, 3]; // stride 2, SAME
+  test('Conv2DBackpropFilter', async () => {
+    await assertWasmMatchesCpu(() => tf.engine().runKernel('Conv2DBackpropFilter',
+      { x: randomTensor(xs, 90), dy: randomTensor(dyShape, 91) },
+      { strides: [2, 2], pad: 'same', dataFormat: 'NCHW', filterShape: fs }) as Tensor, 'dW');
+  });
+  test('Conv2DBackpropInput', async () => {
+    await assertWasmMatchesCpu(() => tf.engine().runKernel('Conv2DBackpropInput',
+      { dy: randomTensor(dyShape, 91), filter: randomTensor(fs, 92) },
+      { strides: [2, 2], pad: 'same', dataFormat: 'NCHW', inputShape: xs }) as Tensor, 'dx');
+  });
+});
 
 describe('wasm depthwise gradient kernels match tfjs-cpu', () => {
   dwCases.forEach((c, i) => {
@@ -202,7 +218,7 @@ function leftRightBatch(n: number, seed: number): { x: Float32Array; y: Float32A
 }
 
 /** conv3x3 -> depthwise3x3/2 -> conv3x3/2 -> flatten -> dense, trained with momentum SGD. */
-export async function trainSmallNet(backend: string, steps: number, batch = 32): Promise<{ losses: number[]; msPerStep: number }> {
+export async function trainSmallNet(backend: string, steps: number, batch = 32): Promise<{ losses: number[]; msPerStep: number; leaked: number }> {
   await tf.setBackend(backend);
   const init = (shape: number[], fanIn: number, seed: number): Variable =>
     tf.variable(tf.tensor(randomArray(shape.reduce((a, b) => a * b), seed, -1, 1).map((v) => v * Math.sqrt(3 / fanIn)), shape));
@@ -216,7 +232,9 @@ export async function trainSmallNet(backend: string, steps: number, batch = 32):
   const { x: xv, y: yv } = leftRightBatch(batch * steps, 99);
   const px = 16 * 16;
   let ms = 0;
+  let dataIdsAfterFirst = 0;
   for (let s = 0; s < steps; s++) {
+    if (s === 1) dataIdsAfterFirst = tf.engine().backend.numDataIds();
     const x = tf.tensor4d(xv.subarray(s * batch * px, (s + 1) * batch * px), [batch, 16, 16, 1]);
     const y = tf.tensor2d(yv.subarray(s * batch * 2, (s + 1) * batch * 2), [batch, 2]);
     const t0 = performance.now();
@@ -232,14 +250,17 @@ export async function trainSmallNet(backend: string, steps: number, batch = 32):
     assert.equal(tf.getBackend(), backend, 'training left its backend');
     tf.dispose([x, y, loss]);
   }
+  // Every intermediate of the composed gradient kernels must be freed.
+  const leaked = tf.engine().backend.numDataIds() - dataIdsAfterFirst;
   tf.dispose([w1, w2, w3, w4, b4]);
   opt.dispose();
-  return { losses, msPerStep: ms / steps };
+  return { losses, msPerStep: ms / steps, leaked };
 }
 
 test('a small conv net trains on wasm (momentum SGD, loss falls)', async () => {
   const steps = 30;
-  const { losses, msPerStep } = await trainSmallNet('wasm', steps);
+  const { losses, msPerStep, leaked } = await trainSmallNet('wasm', steps);
+  assert.equal(leaked, 0, `${leaked} wasm buffers leaked over ${steps - 1} training steps`);
   const mean = (a: number[]) => a.reduce((p, q) => p + q, 0) / a.length;
   const first = mean(losses.slice(0, 3));
   const last = mean(losses.slice(-5));
