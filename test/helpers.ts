@@ -62,10 +62,12 @@ export function assertClose(
 /** Runs `fn` with `backend` active and returns every output's values. */
 export async function runOn(backend: string, fn: () => Tensor | Tensor[]): Promise<Float32Array[]> {
   await tf.setBackend(backend);
-  return tf.tidy(() => {
-    const out = fn();
-    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync() as ArrayLike<number>));
-  });
+  // Read outside tidy: tidy walks every key of what it returns, typed arrays included.
+  const outputs = tf.tidy(fn);
+  const list = Array.isArray(outputs) ? outputs : [outputs];
+  const values = list.map((t) => Float32Array.from(t.dataSync() as ArrayLike<number>));
+  tf.dispose(list);
+  return values;
 }
 
 /** Asserts that `fn` gives the same outputs on `native` as on tfjs-cpu. */

@@ -1,7 +1,7 @@
 // Picks the tfjs backend: `native` (oneDNN) when the addon loads, else `wasm`,
 // else `cpu`. `webgpu` only on request. Method code never asks which one runs.
 import * as tf from '../tf.js';
-import { NATIVE, nativeLoadError, registerNativeBackend } from './native_backend.js';
+import { nativeLoadError, registerNativeBackend } from './native_backend.js';
 
 export const BACKEND_NAMES = ['native', 'wasm', 'webgpu', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
@@ -13,6 +13,14 @@ const registrars: Record<BackendName, () => Promise<boolean>> = {
   wasm: async () => (await import('./wasm.js')).registerWasmBackend(),
   webgpu: async () => (await import('./webgpu.js')).registerWebGpuBackend(),
   cpu: async () => true,
+};
+
+/** Why a backend could not be registered, when its module can tell. */
+const failureReasons: Record<BackendName, () => Promise<string | undefined>> = {
+  native: async () => nativeLoadError()?.message,
+  wasm: async () => (await import('./wasm.js')).wasmLoadError()?.message,
+  webgpu: async () => (await import('./webgpu.js')).webgpuUnavailableReason(),
+  cpu: async () => undefined,
 };
 
 async function tryBackend(name: BackendName): Promise<boolean> {
@@ -39,6 +47,6 @@ export async function useBackend(choice: BackendChoice = 'auto'): Promise<Backen
     throw new Error(`--backend: unknown backend "${String(choice)}"; choose one of auto, ${BACKEND_NAMES.join(', ')}`);
   }
   if (await tryBackend(choice)) return choice;
-  const why = choice === NATIVE ? nativeLoadError()?.message : undefined;
+  const why = await failureReasons[choice]();
   throw new Error(`--backend ${choice}: the backend could not be initialised${why ? `: ${why}` : ''}`);
 }
