@@ -67,6 +67,17 @@ describe('Loader', () => {
     assert.deepEqual(batches.map((b) => b.index), [0, 1, 2]);
   });
 
+  test('resuming mid-epoch gives the batches an uninterrupted run sees', async () => {
+    const full = await collect({ batchSize: 8, seed: 2, workers: 0 }, [3]);
+    for (const workers of [0, 2]) {
+      const loader = new Loader(set, detcoPipeline(), { batchSize: 8, seed: 2, workers });
+      const resumed: Batch[] = [];
+      for await (const b of loader.epoch(3, 4)) resumed.push(b);
+      await loader.close();
+      assertSameBatches(resumed, full.slice(4), `resume with ${workers} workers`);
+    }
+  });
+
   test('breaking out of an epoch early, then closing, leaves nothing running', async () => {
     const loader = new Loader(set, detcoPipeline(), { batchSize: 8, workers: 2, prefetch: 4 });
     let n = 0;

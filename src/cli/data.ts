@@ -98,6 +98,9 @@ export function registerDataCommand(program: Command): void {
         maxOcclusion: o.maxOcclusion,
         backgrounds: o.backgrounds as BackgroundMode,
         backgroundDir: o.backgroundDir,
+        onProgress: process.stderr.isTTY
+          ? (done, count) => process.stderr.write(`\rscenes: ${done}/${count}${done === count ? '\n' : ''}`)
+          : undefined,
       });
       const s = ((performance.now() - t0) / 1000).toFixed(1);
       process.stdout.write(`${summary.train} train + ${summary.val} val images, ${summary.objects} objects, in ${o.out} (${s} s)\n`);

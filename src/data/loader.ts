@@ -93,19 +93,24 @@ export class Loader {
     return order;
   }
 
-  /** The batches of one epoch, in order. Breaking out early is fine. */
-  async *epoch(epoch: number): AsyncGenerator<Batch> {
+  /**
+   * The batches of one epoch, in order. Breaking out early is fine.
+   * `fromBatch` resumes mid-epoch (after a checkpoint) with the very batches
+   * an uninterrupted run would have seen.
+   */
+  async *epoch(epoch: number, fromBatch = 0): AsyncGenerator<Batch> {
     if (this.closed) throw new Error('loader: used after close()');
+    if (!(Number.isInteger(fromBatch) && fromBatch >= 0)) throw new Error(`loader: fromBatch must be an integer >= 0, got ${fromBatch}`);
     const order = this.epochOrder(epoch);
     const count = this.batchesPerEpoch;
     const slice = (b: number) => order.subarray(b * this.batchSize, Math.min(order.length, (b + 1) * this.batchSize));
     if (this.workers === 0) {
-      for (let b = 0; b < count; b++) yield buildBatch(this.dataset, this.pipeline, this.augmentRoot, epoch, b, slice(b));
+      for (let b = fromBatch; b < count; b++) yield buildBatch(this.dataset, this.pipeline, this.augmentRoot, epoch, b, slice(b));
       return;
     }
     this.startPool();
     const inFlight: Promise<Batch>[] = [];
-    let next = 0;
+    let next = fromBatch;
     const submit = () => {
       while (next < count && inFlight.length < this.prefetch) {
         inFlight.push(this.request(epoch, next, slice(next)));

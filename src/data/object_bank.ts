@@ -77,9 +77,13 @@ export function listClassFiles(roots: ObjectRoots = DEFAULT_OBJECT_ROOTS): strin
   });
 }
 
-/** A clip-art object cropped to its alpha, as float RGBA in [0, 1]. */
+/**
+ * A clip-art object cropped to its alpha: RGBA bytes with the colour
+ * premultiplied by alpha, so that resampling does not bleed the colour of
+ * transparent pixels (often black) into the object's edge.
+ */
 export interface Sprite {
-  rgba: Float32Array;
+  rgba: Uint8Array;
   width: number;
   height: number;
 }
@@ -113,12 +117,14 @@ export async function loadSprite(file: string, maxSide: number): Promise<Sprite 
   const w = x1 - x0 + 1;
   const h = y1 - y0 + 1;
   if (Math.min(w, h) < 8) return null;
-  const rgba = new Float32Array(w * h * 4);
+  const rgba = new Uint8Array(w * h * 4);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
       const s = ((y + y0) * width + (x + x0)) * 4;
       const o = (y * w + x) * 4;
-      for (let c = 0; c < 4; c++) rgba[o + c] = data[s + c]! / 255;
+      const a = data[s + 3]!;
+      for (let c = 0; c < 3; c++) rgba[o + c] = Math.round((data[s + c]! * a) / 255);
+      rgba[o + 3] = a;
     }
   }
   return { rgba, width: w, height: h };

@@ -40,6 +40,8 @@ export interface SceneOptions {
   objectRoots?: ObjectRoots;
   /** Receives warnings (unreadable files). Default console.warn. */
   warn?: (message: string) => void;
+  /** Called after each image is written, with the number done so far. */
+  onProgress?: (done: number, count: number) => void;
 }
 
 /** One generated scene, before it is written. */
@@ -63,11 +65,12 @@ export interface SceneSummary {
 
 const PLACEMENT_TRIES = 10;
 const SPRITE_TRIES = 5;
+const SPRITE_CACHE_ENTRIES = 2048;
 
 /** Generates scenes one image at a time; holds the decoded objects between images. */
 export class SceneGenerator {
   readonly size: number;
-  readonly options: Required<Omit<SceneOptions, 'warn' | 'objectRoots' | 'backgroundDir'>>;
+  readonly options: Required<Omit<SceneOptions, 'warn' | 'onProgress' | 'objectRoots' | 'backgroundDir'>>;
   private readonly classFiles: string[][];
   private readonly sprites = new Map<string, Promise<Sprite | null>>();
   private readonly backgrounds: BackgroundSource;
@@ -120,6 +123,8 @@ export class SceneGenerator {
   private sprite(file: string): Promise<Sprite | null> {
     let p = this.sprites.get(file);
     if (!p) {
+      // Bounded memory at large sizes; evicting changes speed, never content.
+      if (this.sprites.size >= SPRITE_CACHE_ENTRIES) this.sprites.delete(this.sprites.keys().next().value!);
       // Decode at the largest size any object can take, so pasting only ever shrinks.
       p = loadSprite(file, Math.ceil(this.size * this.options.scaleRange[1])).catch((err: Error) => {
         this.unreadable.push(`${file}: ${err.message}`);
@@ -195,14 +200,15 @@ export class SceneGenerator {
         ok = visible[j]! - lost[j]! >= (1 - o.maxOcclusion) * placed[j]!.fullArea && visible[j]! - lost[j]! > 0;
       }
       if (!ok) continue;
-      // Paste: alpha-blend the colours; the mask is alpha >= 0.5.
+      // Paste: alpha-composite; the mask is alpha >= 0.5.
       for (let y = 0; y < h; y++) {
         for (let x = 0; x < w; x++) {
           const s = (y * w + x) * 4;
           const a = rgba[s + 3]!;
           if (a <= 0) continue;
           const p = (y + y0) * size + x + x0;
-          for (let c = 0; c < 3; c++) canvas[p * 3 + c] = canvas[p * 3 + c]! * (1 - a) + rgba[s + c]! * a;
+          // Premultiplied colour: over-compositing is canvas * (1 - a) + colour.
+          for (let c = 0; c < 3; c++) canvas[p * 3 + c] = canvas[p * 3 + c]! * (1 - a) + rgba[s + c]!;
           if (a >= 0.5) owner[p] = k;
         }
       }
@@ -256,6 +262,7 @@ export async function writeScenes(outDir: string, options: SceneOptions): Promis
   }
   mkdirSync(join(outDir, 'annotations'), { recursive: true });
   let objects = 0;
+  let done = 0;
   const indices = Array.from({ length: count }, (_, i) => i);
   // Two images in flight: PNG encoding runs on libuv threads while the next scene is drawn.
   await mapLimited(indices, 2, async (i) => {
@@ -277,6 +284,7 @@ export async function writeScenes(outDir: string, options: SceneOptions): Promis
       segmentation: encodeRle(obj.mask, size, size),
     }));
     objects += scene.objects.length;
+    options.onProgress?.(++done, count);
   });
   for (const [split, parts] of Object.entries(splits)) {
     const dataset = parts.dataset;
