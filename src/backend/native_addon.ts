@@ -34,6 +34,29 @@ export interface NativeAddon {
   avgPool(x: F32, y: F32, dims: Dims): void;
   avgPoolBackward(dy: F32, dx: F32, dims: Dims): void;
 
+  /** Op names of unary/binary/reduce; an op's code is its index here. */
+  unaryOps: string[];
+  binaryOps: string[];
+  reduceOps: string[];
+  /** y = op(x) element-wise; alpha is Step's and LeakyRelu's attribute (ignored by the rest). */
+  unary(op: number, x: F32, y: F32, alpha: number): void;
+  /** y = op(a, b) with a and b broadcast (numpy rules) to yShape. */
+  binary(op: number, a: F32, aShape: Dims, b: F32, bShape: Dims, y: F32, yShape: Dims): void;
+  /** y = xs[0] + xs[1] + ... (all the same length). */
+  addN(xs: F32[], y: F32): void;
+  /** Softmax (or log-softmax) of each row of x viewed as [rows, cols]. */
+  softmax(x: F32, y: F32, rows: number, cols: number, log: boolean): void;
+  /** y[o, i] = op over r of x[o, r, i], x viewed as [outer, n, inner]. */
+  reduce(op: number, x: F32, y: F32, outer: number, n: number, inner: number): void;
+  /** y's dimension i is x's dimension perm[i]. */
+  transpose(x: F32, shape: Dims, perm: Dims, y: F32): void;
+  slice(x: F32, shape: Dims, begin: Dims, size: Dims, y: F32): void;
+  /** Constant padding: y's shape is before + shape + after. */
+  pad(x: F32, shape: Dims, before: Dims, after: Dims, value: number, y: F32): void;
+  tile(x: F32, shape: Dims, reps: Dims, y: F32): void;
+  /** xs[k] viewed as [outer, inners[k]], concatenated along the second axis. */
+  concat(xs: F32[], outer: number, inners: Dims, y: F32): void;
+
   [name: string]: unknown;
 }
 

@@ -1,3 +1,66 @@
+// Native layout kernels: Transpose, Concat, Slice, PadV2 and Tile, all strided
+// copies in the addon. float32 only. Cases tfjs-cpu does without copying (a
+// contiguous slice is a view, a one-input concat is the input) are left to it.
+import * as tf from '../../tf.js';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
+import { nativeKernel, sizeOf } from '../native_backend.js';
 
-export const kernels: KernelConfig[] = [];
+const transpose = nativeKernel(tf.Transpose, ({ inputs, attrs, backend }) => {
+  const x = inputs.x!;
+  const xv = backend.floats(x);
+  if (!xv) return null;
+  const perm = attrs.perm as number[];
+  const out = backend.output(perm.map((p) => x.shape[p]!));
+  backend.addon.transpose(xv, x.shape, perm, out.values);
+  return out.info;
+});
+
+const concat = nativeKernel(tf.Concat, ({ inputs, attrs, backend }) => {
+  const xs = Object.values(inputs).filter((x) => sizeOf(x!.shape) > 0);
+  const values = xs.map((x) => backend.floats(x!));
+  if (xs.length < 2 || values.some((v) => v === null)) return null;
+  const axis = tf.util.parseAxisParam(attrs.axis as number, xs[0]!.shape)[0]!;
+  const shapes = xs.map((x) => x!.shape);
+  tf.backend_util.assertParamsConsistent(shapes, axis);
+  const shape = tf.backend_util.computeOutShape(shapes, axis);
+  const outer = sizeOf(shape.slice(0, axis));
+  const out = backend.output(shape);
+  backend.addon.concat(values as Float32Array[], outer, shapes.map((s) => sizeOf(s) / outer), out.values);
+  return out.info;
+});
+
+const slice = nativeKernel(tf.Slice, ({ inputs, attrs, backend }) => {
+  const x = inputs.x!;
+  const xv = backend.floats(x);
+  if (!xv) return null;
+  const [begin, size] = tf.slice_util.parseSliceParams(x, attrs.begin as number[], attrs.size as number[]);
+  tf.slice_util.assertParamsValid(x, begin!, size!);
+  if (tf.slice_util.isSliceContinous(x.shape, begin!, size!)) return null;
+  const out = backend.output(size!);
+  backend.addon.slice(xv, x.shape, begin!, size!, out.values);
+  return out.info;
+});
+
+const pad = nativeKernel(tf.PadV2, ({ inputs, attrs, backend }) => {
+  const x = inputs.x!;
+  const xv = backend.floats(x);
+  if (!xv) return null;
+  const paddings = attrs.paddings as Array<[number, number]>;
+  const out = backend.output(paddings.map(([before, after], d) => before + x.shape[d]! + after));
+  const before = paddings.map((p) => p[0]);
+  const after = paddings.map((p) => p[1]);
+  backend.addon.pad(xv, x.shape, before, after, Number(attrs.constantValue), out.values);
+  return out.info;
+});
+
+const tile = nativeKernel(tf.Tile, ({ inputs, attrs, backend }) => {
+  const x = inputs.x!;
+  const xv = backend.floats(x);
+  const reps = attrs.reps as number[];
+  if (!xv || reps.length !== x.shape.length) return null;
+  const out = backend.output(x.shape.map((s, d) => s * reps[d]!));
+  backend.addon.tile(xv, x.shape, reps, out.values);
+  return out.info;
+});
+
+export const kernels: KernelConfig[] = [transpose, concat, slice, pad, tile];
