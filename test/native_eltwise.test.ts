@@ -6,8 +6,10 @@ import * as tf from '../src/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import {
+  assertClose,
   assertGradientMatchesFiniteDifferences,
   assertNativeMatchesCpu,
+  randomArray,
   randomTensor,
   runOn,
   setupNative,
@@ -154,6 +156,23 @@ describe('native element-wise kernels match tfjs-cpu', () => {
     await nativeMatches(softmaxCalls, () => tf.softmax(randomTensor([4, 6], 9), 1), 'softmax dim 1 of a matrix');
     await sameSpecialValues(() => tf.softmax(tf.tensor2d([[1, 2, Infinity], [-Infinity, 0, 1], [NaN, 0, 1]])), 'softmax special');
     await assertNativeMatchesCpu(() => tf.logSoftmax(randomTensor([8, 33], 3, -20, 20)), { atol: 1e-5 }, 'logSoftmax');
+  });
+
+  test('the addon log-softmax matches tf.logSoftmax', async () => {
+    const x = randomArray(6 * 33, 4, -20, 20);
+    const [expected] = await runOn('cpu', () => tf.logSoftmax(tf.tensor2d(x, [6, 33])));
+    const y = new Float32Array(x.length);
+    nativeAddon().softmax(x, y, 6, 33, true);
+    assertClose(y, expected!, { atol: 1e-5, rtol: 1e-5 }, 'log-softmax');
+  });
+
+  test('a subarray view (contiguous slice) feeds native ops; int32 declines to tfjs-cpu', async () => {
+    const view = () => tf.slice(randomTensor([4, 5], 1), [1, 0], [2, 5]);
+    await nativeMatches(binaryCalls, () => tf.mul(view(), randomTensor([5], 2)), 'mul of a view');
+    await nativeMatches(unaryCalls, () => tf.exp(view()), 'exp of a view');
+    const before = binaryCalls();
+    await assertNativeMatchesCpu(() => tf.add(tf.tensor1d([1, 2, 3], 'int32'), tf.tensor1d([4, 5, 6], 'int32')), {}, 'int32 add');
+    assert.equal(binaryCalls(), before, 'an int32 add ran natively');
   });
 
   test('the addon rejects buffers that disagree with their shapes', () => {

@@ -282,9 +282,8 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
       double sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (int64_t i = 0; i < cols; ++i) {
-        float e = fastExp(xr[i] - m);
-        if (!log) yr[i] = e;
-        sum += e;
+        yr[i] = fastExp(xr[i] - m);
+        sum += yr[i];
       }
       if (log) {
         float shift = m + static_cast<float>(std::log(sum));

@@ -133,15 +133,24 @@ Tensor tensorArg(const Napi::CallbackInfo& info, int data, int shape, const char
   return {floatsOfLength(info[data], product(dims), what), dims};
 }
 
-void requireRank(const Napi::Env& env, const std::vector<int64_t>& v, size_t rank, const char* what) {
-  if (v.size() != rank) throw Napi::RangeError::New(env, std::string(what) + " must have one entry per dimension");
+// Argument i: one integer per dimension of x.
+std::vector<int64_t> perDim(const Napi::CallbackInfo& info, int i, const Tensor& x, const char* what) {
+  auto v = intList(info[i], what);
+  if (v.size() != x.shape.size())
+    throw Napi::RangeError::New(info.Env(), std::string(what) + " must have one entry per dimension");
+  return v;
+}
+
+int64_t offsetOf(const std::vector<int64_t>& index, const std::vector<int64_t>& strides) {
+  int64_t offset = 0;
+  for (size_t d = 0; d < index.size(); ++d) offset += index[d] * strides[d];
+  return offset;
 }
 
 // transpose(x, shape, perm, y): y's dimension i is x's dimension perm[i].
 Napi::Value Transpose(const Napi::CallbackInfo& info) {
   Tensor x = tensorArg(info, 0, 1, "x");
-  auto perm = intList(info[2], "perm");
-  requireRank(info.Env(), perm, x.shape.size(), "perm");
+  auto perm = perDim(info, 2, x, "perm");
   auto xs = contiguousStrides(x.shape);
   std::vector<int64_t> dims, ss;
   for (auto p : perm) {
@@ -157,27 +166,21 @@ Napi::Value Transpose(const Napi::CallbackInfo& info) {
 // slice(x, shape, begin, size, y)
 Napi::Value Slice(const Napi::CallbackInfo& info) {
   Tensor x = tensorArg(info, 0, 1, "x");
-  auto begin = intList(info[2], "begin"), size = intList(info[3], "size");
-  requireRank(info.Env(), begin, x.shape.size(), "begin");
-  requireRank(info.Env(), size, x.shape.size(), "size");
-  auto xs = contiguousStrides(x.shape);
-  int64_t offset = 0;
+  auto begin = perDim(info, 2, x, "begin"), size = perDim(info, 3, x, "size");
   for (size_t d = 0; d < begin.size(); ++d) {
     if (begin[d] < 0 || size[d] < 0 || begin[d] + size[d] > x.shape[d])
       throw Napi::RangeError::New(info.Env(), "slice out of bounds");
-    offset += begin[d] * xs[d];
   }
   float* y = floatsOfLength(info[4], product(size), "y");
-  stridedCopy(size, xs, contiguousStrides(size), x.data + offset, y);
+  auto xs = contiguousStrides(x.shape);
+  stridedCopy(size, xs, contiguousStrides(size), x.data + offsetOf(begin, xs), y);
   return info.Env().Undefined();
 }
 
 // pad(x, shape, before, after, value, y)
 Napi::Value Pad(const Napi::CallbackInfo& info) {
   Tensor x = tensorArg(info, 0, 1, "x");
-  auto before = intList(info[2], "before"), after = intList(info[3], "after");
-  requireRank(info.Env(), before, x.shape.size(), "before");
-  requireRank(info.Env(), after, x.shape.size(), "after");
+  auto before = perDim(info, 2, x, "before"), after = perDim(info, 3, x, "after");
   float value = info[4].As<Napi::Number>().FloatValue();
   std::vector<int64_t> yShape(x.shape.size());
   for (size_t d = 0; d < yShape.size(); ++d) {
@@ -186,10 +189,8 @@ Napi::Value Pad(const Napi::CallbackInfo& info) {
   }
   float* y = floatsOfLength(info[5], product(yShape), "y");
   auto ys = contiguousStrides(yShape);
-  int64_t offset = 0;
-  for (size_t d = 0; d < ys.size(); ++d) offset += before[d] * ys[d];
   parallelRanges(product(yShape), 1, [&](int64_t b, int64_t e) { std::fill(y + b, y + e, value); });
-  stridedCopy(x.shape, contiguousStrides(x.shape), ys, x.data, y + offset);
+  stridedCopy(x.shape, contiguousStrides(x.shape), ys, x.data, y + offsetOf(before, ys));
   return info.Env().Undefined();
 }
 
@@ -197,8 +198,7 @@ Napi::Value Pad(const Napi::CallbackInfo& info) {
 // i.e. y viewed as [r0, d0, r1, d1, ...] reads x with stride 0 on each r.
 Napi::Value Tile(const Napi::CallbackInfo& info) {
   Tensor x = tensorArg(info, 0, 1, "x");
-  auto reps = intList(info[2], "reps");
-  requireRank(info.Env(), reps, x.shape.size(), "reps");
+  auto reps = perDim(info, 2, x, "reps");
   auto xs = contiguousStrides(x.shape);
   std::vector<int64_t> dims, ss;
   for (size_t d = 0; d < reps.size(); ++d) {
@@ -217,7 +217,7 @@ Napi::Value Concat(const Napi::CallbackInfo& info) {
   auto list = info[0].As<Napi::Array>();
   int64_t outer = info[1].As<Napi::Number>().Int64Value();
   auto inners = intList(info[2], "inners");
-  requireRank(info.Env(), inners, list.Length(), "inners");
+  if (inners.size() != list.Length()) throw Napi::RangeError::New(info.Env(), "concat: one inner size per input");
   int64_t width = 0;
   for (auto w : inners) width += w;
   float* y = floatsOfLength(info[3], outer * width, "y");

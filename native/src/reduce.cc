@@ -59,6 +59,7 @@ typename Op::Acc reduceRun(const float* v, int64_t n) {
   std::fill(lane, lane + L, Op::init());
   int64_t i = 0;
   for (; i + L <= n; i += L)
+#pragma omp simd  // else GCC unrolls the lanes into branchy scalar code for Max/Min
     for (int j = 0; j < L; ++j) lane[j] = Op::step(lane[j], v[i + j]);
   for (; i < n; ++i) acc = Op::step(acc, v[i]);
   for (int j = 0; j < L; ++j) acc = Op::merge(acc, lane[j]);
@@ -97,11 +98,18 @@ struct Reduction {
 
   void run(float* y) const {
     const int64_t total = items(), threads = omp_get_max_threads();
-    if (total >= threads || outer * n * inner <= kParallelGrain) {
+    const bool fewOutputs = total < threads && outer * n * inner > kParallelGrain;
+    if (inner == 1 && !fewOutputs) {  // rows: the common last-axis case, kept free of block bookkeeping
+      parallelRanges(outer, n, [&](int64_t begin, int64_t end) {
+        for (int64_t o = begin; o < end; ++o) y[o] = Op::finish(reduceRun<Op>(x + o * n, n), n);
+      });
+      return;
+    }
+    if (!fewOutputs) {
       parallelRanges(total, n * std::min(kBlock, inner), [&](int64_t begin, int64_t end) {
         Acc acc[kBlock];
         for (int64_t item = begin; item < end; ++item) {
-          std::fill(acc, acc + kBlock, Op::init());
+          std::fill(acc, acc + width(item), Op::init());
           accumulate(item, 0, n, acc);
           for (int64_t c = 0; c < width(item); ++c) y[outIndex(item, c)] = Op::finish(acc[c], n);
         }
