@@ -196,6 +196,11 @@ describe('gradients through native element-wise kernels match finite differences
     assertGradientMatchesFiniteDifferences((x) => tf.losses.softmaxCrossEntropy(labels, x), randomTensor([4, 5], 11, -2, 2));
   });
 
+  test('softmax (the Softmax kernel; softmaxCrossEntropy uses logSumExp instead)', () => {
+    const w = randomTensor([3, 6], 17);
+    assertGradientMatchesFiniteDifferences((x) => tf.sum(tf.mul(tf.softmax(x), w)), randomTensor([3, 6], 18, -2, 2));
+  });
+
   test('sigmoid, tanh, exp, elu and division', () => {
     const b = randomTensor([3, 4], 12, 0.5, 2);
     assertGradientMatchesFiniteDifferences(
