@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { registerNativeBackend } from '../src/backend/native_backend.js';
+import { nativeAddon } from '../src/backend/native_addon.js';
 
 /** Registers `native` (failing the test run loudly if the addon is missing). */
 export async function setupNative(): Promise<void> {
@@ -109,4 +110,16 @@ export function assertGradientMatchesFiniteDifferences(
       `gradient at flat index ${i}: autograd ${a}, finite difference ${numeric}`,
     );
   }
+}
+
+/** Counts calls of one addon function, so a test knows the native kernel ran and not the fallback. */
+export function countCalls(name: string): () => number {
+  const addon = nativeAddon() as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const original = addon[name]!;
+  let calls = 0;
+  addon[name] = (...args: unknown[]) => {
+    calls++;
+    return original(...args);
+  };
+  return () => calls;
 }

@@ -6,6 +6,7 @@ import * as tf from '../src/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import {
+  countCalls,
   assertClose,
   assertGradientMatchesFiniteDifferences,
   assertNativeMatchesCpu,
@@ -14,18 +15,6 @@ import {
   runOn,
   setupNative,
 } from './helpers.js';
-
-/** Counts calls of one addon function, so a test knows the native kernel ran and not the fallback. */
-function countCalls(name: string): () => number {
-  const addon = nativeAddon() as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const original = addon[name]!;
-  let calls = 0;
-  addon[name] = (...args: unknown[]) => {
-    calls++;
-    return original(...args);
-  };
-  return () => calls;
-}
 
 async function nativeMatches(calls: () => number, fn: () => Tensor | Tensor[], what: string): Promise<void> {
   const before = calls();

@@ -6,19 +6,7 @@ import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { nativeAddon } from '../src/backend/native_addon.js';
-import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, randomTensor, setupNative } from './helpers.js';
-
-/** Counts calls of one addon function, so a test knows the native kernel ran and not the fallback. */
-function countCalls(name: string): () => number {
-  const addon = nativeAddon() as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const original = addon[name]!;
-  let calls = 0;
-  addon[name] = (...args: unknown[]) => {
-    calls++;
-    return original(...args);
-  };
-  return () => calls;
-}
+import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, countCalls, randomTensor, setupNative } from './helpers.js';
 
 async function exactlyLikeCpu(calls: () => number, fn: () => Tensor, what: string): Promise<void> {
   const before = calls();

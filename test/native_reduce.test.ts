@@ -5,21 +5,8 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { nativeAddon } from '../src/backend/native_addon.js';
 import { reductionBlock } from '../src/backend/kernels/reduce.js';
-import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, randomTensor, runOn, setupNative } from './helpers.js';
-
-/** Counts calls of one addon function, so a test knows which native path ran. */
-function countCalls(name: string): () => number {
-  const addon = nativeAddon() as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const original = addon[name]!;
-  let calls = 0;
-  addon[name] = (...args: unknown[]) => {
-    calls++;
-    return original(...args);
-  };
-  return () => calls;
-}
+import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, countCalls, randomTensor, runOn, setupNative } from './helpers.js';
 
 type Reducer = (x: Tensor, axis?: number | number[], keepDims?: boolean) => Tensor;
 const reducers: Array<[string, Reducer, number, number]> = [

@@ -40,6 +40,40 @@ dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::
   return dstMem;
 }
 
+// Splits [0, n) into one contiguous range per thread. `cost` is the work per
+// item in elements, so that small jobs stay on the calling thread.
+void parallelRanges(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body) {
+  if (n <= 0) return;
+  int threads = omp_get_max_threads();
+  if (threads <= 1 || n < 2 || n * cost <= kParallelGrain) {
+    body(0, n);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+    if (begin < end) body(begin, end);
+  }
+}
+
+// The Float32Array's data, after checking it holds exactly `n` elements: the
+// kernels index raw memory, so a shape that disagrees with the buffer must not get through.
+float* floatsOfLength(const Napi::Value& v, int64_t n, const char* what) {
+  float* p = floatData(v, what);
+  if (static_cast<int64_t>(floatLength(v)) != n) {
+    throw Napi::RangeError::New(v.Env(), std::string(what) + " has " + std::to_string(floatLength(v)) +
+                                             " elements, its shape says " + std::to_string(n));
+  }
+  return p;
+}
+
+int64_t product(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (auto d : dims) n *= d;
+  return n;
+}
+
 static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   int n = info[0].As<Napi::Number>().Int32Value();
   if (n > 0) omp_set_num_threads(n);

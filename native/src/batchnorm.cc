@@ -40,13 +40,13 @@ void channelSums(const Rows& s, std::vector<double>* sums, F f) {
 }
 
 Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
-  const float* x = floatData(info[0], "x");
-  const float* gamma = floatData(info[1], "gamma");
-  const float* beta = floatData(info[2], "beta");
-  float* y = floatData(info[3], "y");
-  float* meanOut = floatData(info[4], "mean");
-  float* varOut = floatData(info[5], "variance");
   Rows s = rowsOf(intList(info[6], "dims"), "batchNormTrain");
+  const float* x = floatsOfLength(info[0], s.rows * s.c, "x");
+  const float* gamma = floatsOfLength(info[1], s.c, "gamma");
+  const float* beta = floatsOfLength(info[2], s.c, "beta");
+  float* y = floatsOfLength(info[3], s.rows * s.c, "y");
+  float* meanOut = floatsOfLength(info[4], s.c, "mean");
+  float* varOut = floatsOfLength(info[5], s.c, "variance");
   double eps = info[7].As<Napi::Number>().DoubleValue();
   const int64_t C = s.c;
 
@@ -87,15 +87,15 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value BatchNormTrainBackward(const Napi::CallbackInfo& info) {
-  const float* x = floatData(info[0], "x");
-  const float* dy = floatData(info[1], "dy");
-  const float* gamma = floatData(info[2], "gamma");
-  const float* mean = floatData(info[3], "mean");
-  const float* variance = floatData(info[4], "variance");
-  float* dx = floatData(info[5], "dx");
-  float* dgamma = floatData(info[6], "dgamma");
-  float* dbeta = floatData(info[7], "dbeta");
   Rows s = rowsOf(intList(info[8], "dims"), "batchNormTrainBackward");
+  const float* x = floatsOfLength(info[0], s.rows * s.c, "x");
+  const float* dy = floatsOfLength(info[1], s.rows * s.c, "dy");
+  const float* gamma = floatsOfLength(info[2], s.c, "gamma");
+  const float* mean = floatsOfLength(info[3], s.c, "mean");
+  const float* variance = floatsOfLength(info[4], s.c, "variance");
+  float* dx = floatsOfLength(info[5], s.rows * s.c, "dx");
+  float* dgamma = floatsOfLength(info[6], s.c, "dgamma");
+  float* dbeta = floatsOfLength(info[7], s.c, "dbeta");
   double eps = info[9].As<Napi::Number>().DoubleValue();
   const int64_t C = s.c;
 
@@ -138,13 +138,13 @@ Napi::Value BatchNormTrainBackward(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value BatchNormInference(const Napi::CallbackInfo& info) {
-  const float* x = floatData(info[0], "x");
-  const float* mean = floatData(info[1], "mean");
-  const float* variance = floatData(info[2], "variance");
-  const float* scaleIn = optionalFloatData(info[3], "scale");
-  const float* offsetIn = optionalFloatData(info[4], "offset");
-  float* y = floatData(info[5], "y");
   Rows s = rowsOf(intList(info[6], "dims"), "batchNormInference");
+  const float* x = floatsOfLength(info[0], s.rows * s.c, "x");
+  const float* mean = floatsOfLength(info[1], s.c, "mean");
+  const float* variance = floatsOfLength(info[2], s.c, "variance");
+  const float* scaleIn = optionalFloatsOfLength(info[3], s.c, "scale");
+  const float* offsetIn = optionalFloatsOfLength(info[4], s.c, "offset");
+  float* y = floatsOfLength(info[5], s.rows * s.c, "y");
   double eps = info[7].As<Napi::Number>().DoubleValue();
   const int64_t C = s.c;
   std::vector<float> scale(C), shift(C);

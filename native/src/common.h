@@ -6,6 +6,8 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <dnnl.hpp>
 #include <memory>
 #include <string>
@@ -26,11 +28,6 @@ inline float* floatData(const Napi::Value& v, const char* what) {
 }
 inline size_t floatLength(const Napi::Value& v) { return v.As<Napi::Float32Array>().ElementLength(); }
 
-// Optional Float32Array: null/undefined gives nullptr.
-inline float* optionalFloatData(const Napi::Value& v, const char* what) {
-  if (v.IsNull() || v.IsUndefined()) return nullptr;
-  return floatData(v, what);
-}
 
 inline std::vector<int64_t> intList(const Napi::Value& v, const char* what) {
   if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be an array of integers");
@@ -78,6 +75,26 @@ std::string describe(const dnnl::memory::desc& d);
 // returning a memory object that stays valid until the next call with the same slot.
 dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::memory::desc& to,
                          std::vector<float>& slot);
+
+// Splits [0, n) into one contiguous range per thread. `cost` is the work per
+// item in elements, so that small jobs stay on the calling thread.
+void parallelRanges(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body);
+
+// The Float32Array's data, after checking it holds exactly `n` elements: the
+// kernels index raw memory, so a shape that disagrees with the buffer must not get through.
+float* floatsOfLength(const Napi::Value& v, int64_t n, const char* what);
+
+// Like floatsOfLength, for an optional argument: null/undefined gives nullptr.
+inline float* optionalFloatsOfLength(const Napi::Value& v, int64_t n, const char* what) {
+  return v.IsNull() || v.IsUndefined() ? nullptr : floatsOfLength(v, n, what);
+}
+
+int64_t product(const std::vector<int64_t>& dims);
+
+// Drops size-1 dimensions and merges each dimension into its outer neighbour
+// wherever every operand's strides allow it, so that later loops see the
+// fewest, longest dimensions (layout copies and broadcasting both use it).
+void collapseDims(std::vector<int64_t>& dims, std::initializer_list<std::vector<int64_t>*> strides);
 
 // The module initialisers, one per source file.
 void InitConv(Napi::Env env, Napi::Object exports);

@@ -24,6 +24,9 @@ struct ConvShape {
     pr = (ow - 1) * sw + (kw - 1) * dw + 1 - w - pl;
     if (groups < 1 || c % groups || oc % groups) throw std::invalid_argument("conv2d: channels not divisible by groups");
   }
+  int64_t srcSize() const { return n * h * w * c; }
+  int64_t dstSize() const { return n * oh * ow * oc; }
+  int64_t weightSize() const { return kh * kw * (c / groups) * oc; }
   memory::desc src() const { return memory::desc({n, c, h, w}, dt::f32, tag::nhwc); }
   memory::desc dst() const { return memory::desc({n, oc, oh, ow}, dt::f32, tag::nhwc); }
   memory::desc bias() const { return memory::desc({oc}, dt::f32, tag::x); }
@@ -83,12 +86,12 @@ memory primitiveWeights(const ConvShape& s, const memory::desc& want, float* w) 
 }
 
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
-  float* x = floatData(info[0], "x");
-  float* w = floatData(info[1], "w");
-  float* b = optionalFloatData(info[2], "bias");
-  float* y = floatData(info[3], "y");
   auto dims = intList(info[4], "dims");
   ConvShape s(dims);
+  float* x = floatsOfLength(info[0], s.srcSize(), "x");
+  float* w = floatsOfLength(info[1], s.weightSize(), "w");
+  float* b = optionalFloatsOfLength(info[2], s.oc, "bias");
+  float* y = floatsOfLength(info[3], s.dstSize(), "y");
   dims.push_back(b != nullptr);
   auto& fwd = forwardCache.get(keyOf("fwd", dims), [&] {
     auto pd = s.forwardPd(b != nullptr, s.relu != 0);
@@ -105,12 +108,12 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
-  float* dy = floatData(info[0], "dy");
-  float* w = floatData(info[1], "w");
-  float* dx = floatData(info[2], "dx");
   auto dims = intList(info[3], "dims");
-  dims[18] = 0;
   ConvShape s(dims);
+  dims[18] = 0;
+  float* dy = floatsOfLength(info[0], s.dstSize(), "dy");
+  float* w = floatsOfLength(info[1], s.weightSize(), "w");
+  float* dx = floatsOfLength(info[2], s.srcSize(), "dx");
   auto& bwd = backwardDataCache.get(keyOf("bwd_data", dims), [&] {
     auto hint = s.forwardPd(false, false);
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, s.src(), s.anyWeights(), s.dst(),
@@ -127,13 +130,13 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
-  float* x = floatData(info[0], "x");
-  float* dy = floatData(info[1], "dy");
-  float* dw = floatData(info[2], "dw");
-  float* db = optionalFloatData(info[3], "dbias");
   auto dims = intList(info[4], "dims");
-  dims[18] = 0;
   ConvShape s(dims);
+  dims[18] = 0;
+  float* x = floatsOfLength(info[0], s.srcSize(), "x");
+  float* dy = floatsOfLength(info[1], s.dstSize(), "dy");
+  float* dw = floatsOfLength(info[2], s.weightSize(), "dw");
+  float* db = optionalFloatsOfLength(info[3], s.oc, "dbias");
   dims.push_back(db != nullptr);
   auto& bwd = backwardWeightsCache.get(keyOf("bwd_weights", dims), [&] {
     auto hint = s.forwardPd(db != nullptr, false);

@@ -11,14 +11,6 @@
 
 namespace selfsup {
 
-// Defined in eltwise.cc.
-void parallelRanges(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body);
-float* floatsOfLength(const Napi::Value& v, int64_t n, const char* what);
-int64_t product(const std::vector<int64_t>& dims);
-
-// Drops size-1 dimensions and merges each dimension into its outer neighbour
-// wherever every operand's strides allow it, so that later loops see the
-// fewest, longest dimensions (shared with eltwise.cc's broadcasting).
 void collapseDims(std::vector<int64_t>& dims, std::initializer_list<std::vector<int64_t>*> strides) {
   std::vector<int64_t> outDims;
   std::vector<std::vector<int64_t>> outStrides(strides.size());

@@ -17,15 +17,16 @@ struct Matmul {
 ShapeCache<Matmul> cache;
 
 Napi::Value MatmulFn(const Napi::CallbackInfo& info) {
-  float* a = floatData(info[0], "a");
-  float* b = floatData(info[1], "b");
-  float* bias = optionalFloatData(info[2], "bias");
-  float* c = floatData(info[3], "c");
   auto dims = intList(info[4], "dims");
   if (dims.size() != 8) throw Napi::Error::New(info.Env(), "matmul: dims must have 8 entries");
+  int64_t m = dims[2], k = dims[3], n = dims[4];
+  float* a = floatsOfLength(info[0], dims[0] * m * k, "a");
+  float* b = floatsOfLength(info[1], dims[1] * k * n, "b");
+  float* bias = optionalFloatsOfLength(info[2], n, "bias");
+  float* c = floatsOfLength(info[3], std::max(dims[0], dims[1]) * m * n, "c");
   dims.push_back(bias != nullptr);
   auto& mm = cache.get(keyOf("matmul", dims), [&] {
-    int64_t ba = dims[0], bb = dims[1], m = dims[2], k = dims[3], n = dims[4];
+    int64_t ba = dims[0], bb = dims[1];
     bool ta = dims[5], tb = dims[6], relu = dims[7];
     int64_t batch = std::max(ba, bb);
     // A is stored [ba, M, K] or, transposed, [ba, K, M]; likewise B.

@@ -22,6 +22,8 @@ struct PoolShape {
     x0 = std::max<int64_t>(ox * sw - pl, 0);
     x1 = std::min<int64_t>(ox * sw - pl + kw, w);
   }
+  int64_t inSize() const { return n * h * w * c; }
+  int64_t outSize() const { return n * oh * ow * c; }
   int64_t work() const { return n * oh * ow * c * kh * kw; }
 };
 
@@ -36,9 +38,9 @@ void forEachOutput(const PoolShape& s, F f) {
 }
 
 Napi::Value MaxPool(const Napi::CallbackInfo& info) {
-  const float* x = floatData(info[0], "x");
-  float* y = floatData(info[1], "y");
   PoolShape s(intList(info[2], "dims"));
+  const float* x = floatsOfLength(info[0], s.inSize(), "x");
+  float* y = floatsOfLength(info[1], s.outSize(), "y");
   forEachOutput(s, [&](int64_t b, int64_t oy, int64_t ox) {
     int64_t y0, y1, x0, x1;
     s.window(oy, ox, y0, y1, x0, x1);
@@ -56,10 +58,10 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
 // dx is zeroed by the caller. Output rows of one image can share input pixels,
 // so threads split over images to keep the scatter race-free.
 Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
-  const float* x = floatData(info[0], "x");
-  const float* dy = floatData(info[1], "dy");
-  float* dx = floatData(info[2], "dx");
   PoolShape s(intList(info[3], "dims"));
+  const float* x = floatsOfLength(info[0], s.inSize(), "x");
+  const float* dy = floatsOfLength(info[1], s.outSize(), "dy");
+  float* dx = floatsOfLength(info[2], s.inSize(), "dx");
 #pragma omp parallel for schedule(static) if (s.work() >= kParallelGrain)
   for (int64_t b = 0; b < s.n; ++b) {
     std::vector<int64_t> argmax(s.c);
@@ -87,9 +89,9 @@ Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AvgPool(const Napi::CallbackInfo& info) {
-  const float* x = floatData(info[0], "x");
-  float* y = floatData(info[1], "y");
   PoolShape s(intList(info[2], "dims"));
+  const float* x = floatsOfLength(info[0], s.inSize(), "x");
+  float* y = floatsOfLength(info[1], s.outSize(), "y");
   forEachOutput(s, [&](int64_t b, int64_t oy, int64_t ox) {
     int64_t y0, y1, x0, x1;
     s.window(oy, ox, y0, y1, x0, x1);
@@ -108,9 +110,9 @@ Napi::Value AvgPool(const Napi::CallbackInfo& info) {
 
 // dx is zeroed by the caller; threads split over images as in MaxPoolBackward.
 Napi::Value AvgPoolBackward(const Napi::CallbackInfo& info) {
-  const float* dy = floatData(info[0], "dy");
-  float* dx = floatData(info[1], "dx");
   PoolShape s(intList(info[2], "dims"));
+  const float* dy = floatsOfLength(info[0], s.outSize(), "dy");
+  float* dx = floatsOfLength(info[1], s.inSize(), "dx");
 #pragma omp parallel for schedule(static) if (s.work() >= kParallelGrain)
   for (int64_t b = 0; b < s.n; ++b)
     for (int64_t oy = 0; oy < s.oh; ++oy)

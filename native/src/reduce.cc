@@ -11,10 +11,6 @@
 
 namespace selfsup {
 
-// Defined in eltwise.cc.
-void parallelRanges(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body);
-float* floatsOfLength(const Napi::Value& v, int64_t n, const char* what);
-
 namespace {
 
 struct Sum {

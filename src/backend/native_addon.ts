@@ -60,7 +60,9 @@ export interface NativeAddon {
   [name: string]: unknown;
 }
 
-const addonPath = fileURLToPath(new URL('../../../native/build/Release/selfsup_native.node', import.meta.url));
+// SELFSUP_NATIVE_ADDON points at another build (tests use it to check the missing-addon error).
+const addonPath =
+  process.env.SELFSUP_NATIVE_ADDON ?? fileURLToPath(new URL('../../../native/build/Release/selfsup_native.node', import.meta.url));
 
 let cached: NativeAddon | undefined;
 let loadError: Error | undefined;
