@@ -8,6 +8,11 @@ import { loadNativeAddon, type NativeAddon } from './native_addon.js';
 export const NATIVE = 'native';
 
 export class NativeBackend extends MathBackendCPU {
+  /** Recycles kernel output storage, so a training step stops paying page faults and GC for fresh buffers. */
+  readonly pool = new BufferPool(Number(process.env.SELFSUP_POOL_MB ?? 1024) * 2 ** 20);
+  /** Storage this backend allocated and nobody outside it has seen: only these may be recycled. */
+  private readonly recyclable = new WeakSet<Float32Array>();
+
   constructor(readonly addon: NativeAddon) {
     super();
     // MathBackendCPU advertises tfjs-node on first write; we are the fast path.
@@ -23,14 +28,80 @@ export class NativeBackend extends MathBackendCPU {
 
   /** An output tensor of `shape` whose storage the caller fills (not zeroed). */
   output(shape: number[]): { info: TensorInfo; values: Float32Array } {
-    const values = uninitializedFloats(sizeOf(shape));
+    const values = this.pool.take(sizeOf(shape)) ?? uninitializedFloats(sizeOf(shape));
+    this.recyclable.add(values);
     return { info: this.makeTensorInfo(shape, 'float32', values), values };
   }
 
   /** A zero-filled output tensor, for kernels that accumulate into it. */
   zeros(shape: number[]): { info: TensorInfo; values: Float32Array } {
-    const values = new Float32Array(sizeOf(shape));
-    return { info: this.makeTensorInfo(shape, 'float32', values), values };
+    const out = this.output(shape);
+    out.values.fill(0);
+    return out;
+  }
+
+  /** Marks a tensor's storage as seen outside the backend, so it is never recycled. */
+  escape(t: TensorInfo): void {
+    const values = this.data.get(t.dataId)?.values;
+    if (values instanceof Float32Array) this.recyclable.delete(values);
+  }
+
+  override readSync(dataId: object): tf.backend_util.BackendValues {
+    const values = super.readSync(dataId);
+    if (values instanceof Float32Array) this.recyclable.delete(values);
+    return values;
+  }
+
+  override disposeData(dataId: object, force?: boolean): boolean {
+    const values = this.data.get(dataId)?.values;
+    const released = super.disposeData(dataId, force);
+    if (released && values instanceof Float32Array && this.recyclable.has(values) && !this.data.has(dataId)) {
+      this.recyclable.delete(values);
+      this.pool.give(values);
+    }
+    return released;
+  }
+
+  override dispose(): void {
+    this.pool.clear();
+    super.dispose();
+  }
+}
+
+/**
+ * Free Float32Arrays by length, up to a byte budget. Small arrays are left to
+ * V8; large ones are what cost page faults and garbage collection.
+ */
+export class BufferPool {
+  static readonly minLength = 1 << 14;
+  private readonly free = new Map<number, Float32Array[]>();
+  private bytes = 0;
+
+  constructor(readonly capacityBytes: number) {}
+
+  take(length: number): Float32Array | undefined {
+    if (length < BufferPool.minLength) return undefined;
+    const list = this.free.get(length);
+    const values = list?.pop();
+    if (values) this.bytes -= values.byteLength;
+    return values;
+  }
+
+  give(values: Float32Array): void {
+    if (values.length < BufferPool.minLength || this.bytes + values.byteLength > this.capacityBytes) return;
+    let list = this.free.get(values.length);
+    if (!list) this.free.set(values.length, (list = []));
+    list.push(values);
+    this.bytes += values.byteLength;
+  }
+
+  get pooledBytes(): number {
+    return this.bytes;
+  }
+
+  clear(): void {
+    this.free.clear();
+    this.bytes = 0;
   }
 }
 
@@ -71,8 +142,23 @@ export function nativeKernel(
       const out = impl(args as unknown as NativeKernelArgs);
       if (out !== null) return out;
       if (!fallback) throw new Error(`native kernel ${kernelName} declined these inputs and tfjs-cpu has no fallback`);
-      return fallback(args);
+      return escapingInputs(fallback)(args);
     },
+  };
+}
+
+/** tfjs-cpu kernels that hand out their input's storage only through refcounted dataIds. */
+const SHARE_STORAGE_BY_REFCOUNT = new Set(['Reshape', 'Identity', 'Cast']);
+
+/**
+ * A tfjs-cpu kernel may return views of its inputs' storage (Slice does), so
+ * storage that reaches one can no longer be recycled safely.
+ */
+function escapingInputs(kernelFunc: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as NativeBackend;
+    for (const input of Object.values(args.inputs)) if (input) backend.escape(input);
+    return kernelFunc(args);
   };
 }
 
@@ -98,7 +184,10 @@ export function registerNativeBackend(priority = 3): Promise<boolean> {
   registered ??= (async () => {
     const addon = loadNativeAddon();
     if (addon instanceof Error) return false;
-    for (const k of tf.getKernelsForBackend('cpu')) tf.registerKernel({ ...k, backendName: NATIVE });
+    for (const k of tf.getKernelsForBackend('cpu')) {
+      const kernelFunc = SHARE_STORAGE_BY_REFCOUNT.has(k.kernelName) ? k.kernelFunc : escapingInputs(k.kernelFunc);
+      tf.registerKernel({ ...k, backendName: NATIVE, kernelFunc });
+    }
     for (const load of kernelModules) {
       const { kernels } = await load();
       for (const k of kernels) {
