@@ -27,21 +27,43 @@ std::string describe(const dnnl::memory::desc& d) {
   return s;
 }
 
+static dnnl::reorder& cachedReorder(const dnnl::memory& from, const dnnl::memory& to) {
+  static ShapeCache<dnnl::reorder> reorders;
+  return reorders.get(describe(from.get_desc()) + "->" + describe(to.get_desc()), [&] { return dnnl::reorder(from, to); });
+}
+
+static dnnl::memory scratch(const dnnl::memory::desc& d, std::vector<float>& slot) {
+  size_t floats = (d.get_size() + sizeof(float) - 1) / sizeof(float);
+  if (slot.size() < floats) slot.resize(floats);
+  return dnnl::memory(d, cpuEngine(), slot.data());
+}
+
 dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::memory::desc& to,
                          std::vector<float>& slot) {
-  static ShapeCache<dnnl::reorder> reorders;
-  size_t bytes = to.get_size();
-  if (slot.size() * sizeof(float) < bytes) slot.resize((bytes + sizeof(float) - 1) / sizeof(float));
   dnnl::memory srcMem(from, cpuEngine(), src);
-  dnnl::memory dstMem(to, cpuEngine(), slot.data());
-  std::string key = describe(from) + "->" + describe(to);
-  auto& r = reorders.get(key, [&] { return dnnl::reorder(srcMem, dstMem); });
-  r.execute(cpuStream(), srcMem, dstMem);
+  dnnl::memory dstMem = scratch(to, slot);
+  cachedReorder(srcMem, dstMem).execute(cpuStream(), srcMem, dstMem);
   return dstMem;
 }
 
-// Splits [0, n) into one contiguous range per thread. `cost` is the work per
-// item in elements, so that small jobs stay on the calling thread.
+dnnl::memory stageInput(const dnnl::memory::desc& user, void* ptr, const dnnl::memory::desc& want,
+                        std::vector<float>& slot) {
+  if (user == want) return dnnl::memory(want, cpuEngine(), ptr);
+  return reorderInto(user, ptr, want, slot);
+}
+
+dnnl::memory stageOutput(const dnnl::memory::desc& user, void* ptr, const dnnl::memory::desc& want,
+                         std::vector<float>& slot) {
+  if (user == want) return dnnl::memory(want, cpuEngine(), ptr);
+  return scratch(want, slot);
+}
+
+void finishOutput(const dnnl::memory& staged, const dnnl::memory::desc& user, void* ptr) {
+  if (staged.get_data_handle() == ptr) return;
+  dnnl::memory userMem(user, cpuEngine(), ptr);
+  cachedReorder(staged, userMem).execute(cpuStream(), const_cast<dnnl::memory&>(staged), userMem);
+}
+
 void parallelRanges(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body) {
   if (n <= 0) return;
   int threads = omp_get_max_threads();

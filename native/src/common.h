@@ -76,6 +76,16 @@ std::string describe(const dnnl::memory::desc& d);
 dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::memory::desc& to,
                          std::vector<float>& slot);
 
+// A primitive's input in the layout it wants: the user's buffer itself when
+// the layouts agree, else a reordered copy in `slot`.
+dnnl::memory stageInput(const dnnl::memory::desc& user, void* ptr, const dnnl::memory::desc& want,
+                        std::vector<float>& slot);
+// A primitive's output in the layout it wants: the user's buffer when the
+// layouts agree, else scratch in `slot` that finishOutput reorders back.
+dnnl::memory stageOutput(const dnnl::memory::desc& user, void* ptr, const dnnl::memory::desc& want,
+                         std::vector<float>& slot);
+void finishOutput(const dnnl::memory& staged, const dnnl::memory::desc& user, void* ptr);
+
 // Splits [0, n) into one contiguous range per thread. `cost` is the work per
 // item in elements, so that small jobs stay on the calling thread.
 void parallelRanges(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body);

@@ -2,6 +2,8 @@
 // [KH, KW, IC/groups, OC] (depthwise: [KH, KW, C, multiplier]), via oneDNN.
 // Weights are reordered into whatever blocked layout the chosen oneDNN
 // implementation prefers; activations stay NHWC end to end.
+#include <cstdlib>
+
 #include "common.h"
 
 namespace selfsup {
@@ -45,44 +47,44 @@ struct ConvShape {
   memory::dims dilates() const { return {dh - 1, dw - 1}; }
   memory::dims padL() const { return {pt, pl}; }
   memory::dims padR() const { return {pb, pr}; }
+};
 
-  dnnl::convolution_forward::primitive_desc forwardPd(bool withBias, bool withRelu) const {
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src(),
-                                      anyWeights(), withBias ? bias() : memory::desc(), dst(), strides(), dilates(),
-                                      padL(), padR());
-    dnnl::primitive_attr attr;
-    if (withRelu) {
-      dnnl::post_ops ops;
-      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-      attr.set_post_ops(ops);
-    }
-    return dnnl::convolution_forward::primitive_desc(d, attr, cpuEngine());
+// Activations may run in oneDNN's blocked layouts, which its fastest kernels
+// for some shapes and directions prefer; they are then reordered on the way in
+// and out. SELFSUP_CONV_LAYOUT=nhwc|blocked forces one choice for every shape.
+enum class Layout { Nhwc, Blocked };
+
+Layout layoutChoice() {
+  static Layout choice = [] {
+    const char* v = std::getenv("SELFSUP_CONV_LAYOUT");
+    return v && std::string(v) == "blocked" ? Layout::Blocked : Layout::Nhwc;
+  }();
+  return choice;
+}
+
+struct ConvPrimitive {
+  dnnl::primitive prim;
+  memory::desc src, weights, dst;  // as the primitive wants them (diff_* in backward)
+};
+
+ShapeCache<ConvPrimitive> forwardCache, backwardDataCache, backwardWeightsCache;
+std::vector<float> srcSlot, dstSlot, weightSlot;
+
+memory::desc activations(const memory::desc& nhwc) {
+  return layoutChoice() == Layout::Nhwc ? nhwc : memory::desc(nhwc.dims(), dt::f32, tag::any);
+}
+
+dnnl::convolution_forward::primitive_desc forwardPd(const ConvShape& s, bool withBias, bool withRelu) {
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                    activations(s.src()), s.anyWeights(), withBias ? s.bias() : memory::desc(),
+                                    activations(s.dst()), s.strides(), s.dilates(), s.padL(), s.padR());
+  dnnl::primitive_attr attr;
+  if (withRelu) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(ops);
   }
-};
-
-struct ConvForward {
-  dnnl::convolution_forward prim;
-  memory::desc weights;
-};
-struct ConvBackwardData {
-  dnnl::convolution_backward_data prim;
-  memory::desc weights;
-};
-struct ConvBackwardWeights {
-  dnnl::convolution_backward_weights prim;
-  memory::desc diffWeights;
-};
-
-ShapeCache<ConvForward> forwardCache;
-ShapeCache<ConvBackwardData> backwardDataCache;
-ShapeCache<ConvBackwardWeights> backwardWeightsCache;
-std::vector<float> weightSlot, diffWeightSlot;
-
-// Weights in the primitive's layout, reordered only when that differs from tfjs's.
-memory primitiveWeights(const ConvShape& s, const memory::desc& want, float* w) {
-  memory::desc user = s.userWeights();
-  if (user == want) return memory(want, cpuEngine(), w);
-  return reorderInto(user, w, want, weightSlot);
+  return dnnl::convolution_forward::primitive_desc(d, attr, cpuEngine());
 }
 
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
@@ -94,15 +96,16 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   float* y = floatsOfLength(info[3], s.dstSize(), "y");
   dims.push_back(b != nullptr);
   auto& fwd = forwardCache.get(keyOf("fwd", dims), [&] {
-    auto pd = s.forwardPd(b != nullptr, s.relu != 0);
-    return ConvForward{dnnl::convolution_forward(pd), pd.weights_desc()};
+    auto pd = forwardPd(s, b != nullptr, s.relu != 0);
+    return ConvPrimitive{dnnl::convolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
   });
-  memory wm = primitiveWeights(s, fwd.weights, w);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(s.src(), cpuEngine(), x)},
-                                       {DNNL_ARG_WEIGHTS, wm},
-                                       {DNNL_ARG_DST, memory(s.dst(), cpuEngine(), y)}};
+  memory dst = stageOutput(s.dst(), y, fwd.dst, dstSlot);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, stageInput(s.src(), x, fwd.src, srcSlot)},
+                                       {DNNL_ARG_WEIGHTS, stageInput(s.userWeights(), w, fwd.weights, weightSlot)},
+                                       {DNNL_ARG_DST, dst}};
   if (b) args.insert({DNNL_ARG_BIAS, memory(s.bias(), cpuEngine(), b)});
   fwd.prim.execute(cpuStream(), args);
+  finishOutput(dst, s.dst(), y);
   cpuStream().wait();
   return info.Env().Undefined();
 }
@@ -115,16 +118,16 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   float* w = floatsOfLength(info[1], s.weightSize(), "w");
   float* dx = floatsOfLength(info[2], s.srcSize(), "dx");
   auto& bwd = backwardDataCache.get(keyOf("bwd_data", dims), [&] {
-    auto hint = s.forwardPd(false, false);
-    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, s.src(), s.anyWeights(), s.dst(),
-                                            s.strides(), s.dilates(), s.padL(), s.padR());
-    dnnl::convolution_backward_data::primitive_desc pd(d, cpuEngine(), hint);
-    return ConvBackwardData{dnnl::convolution_backward_data(pd), pd.weights_desc()};
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, activations(s.src()), s.anyWeights(),
+                                            activations(s.dst()), s.strides(), s.dilates(), s.padL(), s.padR());
+    dnnl::convolution_backward_data::primitive_desc pd(d, cpuEngine(), forwardPd(s, false, false));
+    return ConvPrimitive{dnnl::convolution_backward_data(pd), pd.diff_src_desc(), pd.weights_desc(), pd.diff_dst_desc()};
   });
-  memory wm = primitiveWeights(s, bwd.weights, w);
-  bwd.prim.execute(cpuStream(), {{DNNL_ARG_DIFF_DST, memory(s.dst(), cpuEngine(), dy)},
-                                 {DNNL_ARG_WEIGHTS, wm},
-                                 {DNNL_ARG_DIFF_SRC, memory(s.src(), cpuEngine(), dx)}});
+  memory diffSrc = stageOutput(s.src(), dx, bwd.src, srcSlot);
+  bwd.prim.execute(cpuStream(), {{DNNL_ARG_DIFF_DST, stageInput(s.dst(), dy, bwd.dst, dstSlot)},
+                                 {DNNL_ARG_WEIGHTS, stageInput(s.userWeights(), w, bwd.weights, weightSlot)},
+                                 {DNNL_ARG_DIFF_SRC, diffSrc}});
+  finishOutput(diffSrc, s.src(), dx);
   cpuStream().wait();
   return info.Env().Undefined();
 }
@@ -139,29 +142,20 @@ Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
   float* db = optionalFloatsOfLength(info[3], s.oc, "dbias");
   dims.push_back(db != nullptr);
   auto& bwd = backwardWeightsCache.get(keyOf("bwd_weights", dims), [&] {
-    auto hint = s.forwardPd(db != nullptr, false);
-    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, s.src(), s.anyWeights(),
-                                               db ? s.bias() : memory::desc(), s.dst(), s.strides(), s.dilates(),
-                                               s.padL(), s.padR());
-    dnnl::convolution_backward_weights::primitive_desc pd(d, cpuEngine(), hint);
-    return ConvBackwardWeights{dnnl::convolution_backward_weights(pd), pd.diff_weights_desc()};
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, activations(s.src()),
+                                               s.anyWeights(), db ? s.bias() : memory::desc(), activations(s.dst()),
+                                               s.strides(), s.dilates(), s.padL(), s.padR());
+    dnnl::convolution_backward_weights::primitive_desc pd(d, cpuEngine(), forwardPd(s, db != nullptr, false));
+    return ConvPrimitive{dnnl::convolution_backward_weights(pd), pd.src_desc(), pd.diff_weights_desc(),
+                         pd.diff_dst_desc()};
   });
-  memory::desc user = s.userWeights();
-  bool direct = user == bwd.diffWeights;
-  if (!direct && diffWeightSlot.size() * sizeof(float) < bwd.diffWeights.get_size())
-    diffWeightSlot.resize(bwd.diffWeights.get_size() / sizeof(float) + 1);
-  memory dwm(bwd.diffWeights, cpuEngine(), direct ? static_cast<void*>(dw) : diffWeightSlot.data());
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(s.src(), cpuEngine(), x)},
-                                       {DNNL_ARG_DIFF_DST, memory(s.dst(), cpuEngine(), dy)},
-                                       {DNNL_ARG_DIFF_WEIGHTS, dwm}};
+  memory diffWeights = stageOutput(s.userWeights(), dw, bwd.weights, weightSlot);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, stageInput(s.src(), x, bwd.src, srcSlot)},
+                                       {DNNL_ARG_DIFF_DST, stageInput(s.dst(), dy, bwd.dst, dstSlot)},
+                                       {DNNL_ARG_DIFF_WEIGHTS, diffWeights}};
   if (db) args.insert({DNNL_ARG_DIFF_BIAS, memory(s.bias(), cpuEngine(), db)});
   bwd.prim.execute(cpuStream(), args);
-  if (!direct) {
-    memory userMem(user, cpuEngine(), dw);
-    static ShapeCache<dnnl::reorder> back;
-    auto& r = back.get(describe(bwd.diffWeights) + "->" + describe(user), [&] { return dnnl::reorder(dwm, userMem); });
-    r.execute(cpuStream(), dwm, userMem);
-  }
+  finishOutput(diffWeights, s.userWeights(), dw);
   cpuStream().wait();
   return info.Env().Undefined();
 }

@@ -76,6 +76,8 @@ struct Max { float operator()(float a, float b) const { return (a > b || a != a)
 struct Min { float operator()(float a, float b) const { return (a < b || a != a) ? a : b; } };
 struct SquaredDiff { float operator()(float a, float b) const { return (a - b) * (a - b); } };
 // EluGrad's inputs are (dy, y): dy where y >= 0, else dy * (y + 1).
+// ReluGrad's inputs are (dy, x): one pass instead of tfjs's step, cast and multiply.
+struct ReluGrad { float operator()(float dy, float x) const { return x > 0.f ? dy : 0.f; } };
 struct EluGrad { float operator()(float dy, float y) const { return y >= 0.f ? dy : dy * (y + 1.f); } };
 
 template <class F>
@@ -166,6 +168,7 @@ const std::pair<const char*, BinaryRun> kBinary[] = {
     {"add", runBinary<Add>}, {"sub", runBinary<Sub>}, {"mul", runBinary<Mul>},
     {"div", runBinary<Div>}, {"max", runBinary<Max>}, {"min", runBinary<Min>},
     {"squaredDifference", runBinary<SquaredDiff>}, {"eluGrad", runBinary<EluGrad>},
+    {"reluGrad", runBinary<ReluGrad>},
 };
 
 template <class Table, size_t N>

@@ -6,6 +6,7 @@ import * as tf from '../tf.js';
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs-core';
 
 export const BatchNormTrain = 'SelfsupBatchNormTrain';
+export const ReluGrad = 'SelfsupReluGrad';
 export const BatchNormTrainGrad = 'SelfsupBatchNormTrainGrad';
 
 export interface BatchNormTrainResult {
@@ -49,5 +50,20 @@ tf.registerGradient({
       attrs as unknown as tf.NamedAttrMap,
     ) as Tensor[];
     return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+  },
+});
+
+// tfjs differentiates ReLU as dy * cast(step(x)): three passes and two
+// temporaries. A backend with a fused ReluGrad kernel does it in one.
+const stockReluGradient = tf.getGradient(tf.Relu);
+tf.registerGradient({
+  kernelName: tf.Relu,
+  inputsToSave: ['x'],
+  gradFunc: (dy, saved, attrs) => {
+    if (!stockReluGradient || tf.getKernel(ReluGrad, tf.getBackend())) {
+      const [x] = saved as Tensor[];
+      return { x: () => tf.engine().runKernel(ReluGrad, { dy: dy as Tensor, x: x! }, {}) as Tensor };
+    }
+    return stockReluGradient.gradFunc(dy, saved, attrs);
   },
 });

@@ -2,6 +2,7 @@
 // Softmax. float32 only; anything else declines to the tfjs-cpu kernel.
 import * as tf from '../../tf.js';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
+import { ReluGrad } from '../ops.js';
 import { nativeKernel, sizeOf, type NativeBackend } from '../native_backend.js';
 
 /** The addon's code for an op name in one of its op tables (looked up once per table). */
@@ -66,6 +67,7 @@ const binaryOps: Array<[kernel: string, op: string, a: string, b: string]> = [
   [tf.Minimum, 'min', 'a', 'b'],
   [tf.SquaredDifference, 'squaredDifference', 'a', 'b'],
   [tf.EluGrad, 'eluGrad', 'dy', 'y'],
+  [ReluGrad, 'reluGrad', 'dy', 'x'],
 ];
 
 const binaryKernels = binaryOps.map(([kernel, op, a, b]) =>
