@@ -87,15 +87,9 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvShape& s, bool wit
   return dnnl::convolution_forward::primitive_desc(d, attr, cpuEngine());
 }
 
-Napi::Value Conv2d(const Napi::CallbackInfo& info) {
-  auto dims = intList(info[4], "dims");
-  ConvShape s(dims);
-  float* x = floatsOfLength(info[0], s.srcSize(), "x");
-  float* w = floatsOfLength(info[1], s.weightSize(), "w");
-  float* b = optionalFloatsOfLength(info[2], s.oc, "bias");
-  float* y = floatsOfLength(info[3], s.dstSize(), "y");
-  dims.push_back(b != nullptr);
-  auto& fwd = forwardCache.get(keyOf("fwd", dims), [&] {
+void runForward(const ConvShape& s, std::vector<int64_t> key, float* x, float* w, float* b, float* y) {
+  key.push_back(b != nullptr);
+  auto& fwd = forwardCache.get(keyOf("fwd", key), [&] {
     auto pd = forwardPd(s, b != nullptr, s.relu != 0);
     return ConvPrimitive{dnnl::convolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
   });
@@ -107,7 +101,45 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   fwd.prim.execute(cpuStream(), args);
   finishOutput(dst, s.dst(), y);
   cpuStream().wait();
+}
+
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  auto dims = intList(info[4], "dims");
+  ConvShape s(dims);
+  float* x = floatsOfLength(info[0], s.srcSize(), "x");
+  float* w = floatsOfLength(info[1], s.weightSize(), "w");
+  float* b = optionalFloatsOfLength(info[2], s.oc, "bias");
+  float* y = floatsOfLength(info[3], s.dstSize(), "y");
+  runForward(s, dims, x, w, b, y);
   return info.Env().Undefined();
+}
+
+// With stride 1, dx is the forward convolution of dy with the filter flipped in
+// space and with input and output channels swapped. oneDNN's forward kernels
+// are faster than its backward-data ones (about 1.5x on AVX-512 here), so
+// that is how stride-1 convolutions run backward.
+bool backwardDataAsForward(const ConvShape& s) {
+  return s.sh == 1 && s.sw == 1 && s.groups == 1 && (s.kh - 1) * s.dh >= std::max(s.pt, s.pb) &&
+         (s.kw - 1) * s.dw >= std::max(s.pl, s.pr);
+}
+
+std::vector<float> flippedSlot;
+
+void backwardDataByForward(const ConvShape& s, float* dy, float* w, float* dx) {
+  std::vector<int64_t> dims{s.n, s.oh, s.ow, s.oc, s.kh, s.kw, s.c, s.h, s.w, 1, 1, s.dh, s.dw,
+                            (s.kh - 1) * s.dh - s.pt, (s.kw - 1) * s.dw - s.pl, 0, 0, 1, 0};
+  ConvShape t(dims);
+  flippedSlot.resize(s.weightSize());
+  float* flipped = flippedSlot.data();
+  // flipped[a][b][o][i] = w[KH-1-a][KW-1-b][i][o]
+  for (int64_t a = 0; a < s.kh; ++a)
+    for (int64_t b = 0; b < s.kw; ++b) {
+      const float* from = w + ((s.kh - 1 - a) * s.kw + (s.kw - 1 - b)) * s.c * s.oc;
+      float* to = flipped + (a * s.kw + b) * s.oc * s.c;
+      for (int64_t i = 0; i < s.c; ++i)
+        for (int64_t o = 0; o < s.oc; ++o) to[o * s.c + i] = from[i * s.oc + o];
+    }
+  runForward(t, dims, dy, flipped, nullptr, dx);
 }
 
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
@@ -117,6 +149,10 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   float* dy = floatsOfLength(info[0], s.dstSize(), "dy");
   float* w = floatsOfLength(info[1], s.weightSize(), "w");
   float* dx = floatsOfLength(info[2], s.srcSize(), "dx");
+  if (backwardDataAsForward(s)) {
+    backwardDataByForward(s, dy, w, dx);
+    return info.Env().Undefined();
+  }
   auto& bwd = backwardDataCache.get(keyOf("bwd_data", dims), [&] {
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, activations(s.src()), s.anyWeights(),
                                             activations(s.dst()), s.strides(), s.dilates(), s.padL(), s.padR());
