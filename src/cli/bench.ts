@@ -6,7 +6,7 @@
 // warm-up. PyTorch runs as a subprocess of Debian's /usr/bin/python3 with
 // bench/pytorch_step.py, at 1 and 2 threads, and its better figure counts.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,6 +16,8 @@ import * as tf from '../tf.js';
 import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { BACKEND_NAMES, useBackend, type BackendName } from '../backend/select.js';
 import { ConvNet, ResNet, Rng, normal } from '../nn/index.js';
+import { writeFileAtomic } from '../data/atomic_file.js';
+import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../data/index.js';
 
 const PYTHON = '/usr/bin/python3';
 
@@ -64,6 +66,8 @@ interface BenchOptions {
   pytorch: boolean;
   profile: string | false;
   json?: boolean;
+  loader: boolean;
+  loaderWorkers: string;
 }
 
 interface KernelProfileRow {
@@ -280,12 +284,6 @@ function profileTable(spec: ModelSpec, batch: number, backend: string, profile: 
 }
 
 /** Writes `file` via a temporary file and a rename, so a reader never sees half of it. */
-function writeAtomic(file: string, text: string): void {
-  mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, file);
-}
 
 function pickModels(list: string): ModelSpec[] {
   return list.split(',').map((name) => {
@@ -347,6 +345,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     }
   }
 
+  const loader = opts.loader ? await benchLoader(opts, report, say) : undefined;
+
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(repoRoot(), 'bench', 'results', `${stamp}.json`);
   const json = {
@@ -355,9 +355,10 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     options: { ...opts, steps, wasmSteps },
     models: report.map(({ model, batch, results, ratios }) => ({ ...model, batch, results, ratios })),
     profile,
+    loader,
   };
   const text = `${JSON.stringify(json, null, 2)}\n`;
-  writeAtomic(file, text);
+  writeFileAtomic(file, text);
   say(`\nresults written to ${path.relative(process.cwd(), file)}\n`);
   if (opts.json) {
     process.stdout.write(text);
@@ -367,6 +368,55 @@ export async function runBench(opts: BenchOptions): Promise<void> {
     const r = ratios['native/pytorch'];
     say(`native/pytorch ${model.id}: ${r === undefined ? 'n/a' : `${fmt(r, 2)}x`}`);
   }
+}
+
+interface LoaderRow extends ThroughputResult {
+  pipeline: string;
+  /** Loader views/s over the training images/s of ResNet-18 width 16 (model b) on native. */
+  trainingRatio?: number;
+}
+
+/**
+ * Loader throughput in views/s for the two pipelines issue 3 names, on
+ * Fashion-MNIST. The bar is 3x the training throughput of ResNet-18 at width
+ * 16, so the data never starves the model.
+ */
+async function benchLoader(
+  opts: BenchOptions,
+  report: Array<{ model: ModelSpec; results: Record<string, EngineResult> }>,
+  say: (text: string) => void,
+): Promise<LoaderRow[] | { skipped: string }> {
+  let dataset;
+  try {
+    dataset = await loadFashionMnist({ split: 'train', limit: 20000 });
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    say(`\nloader throughput skipped: ${why}`);
+    return { skipped: why };
+  }
+  const native = report.find((r) => r.model.key === 'b')?.results.native;
+  const trainingRate = native && isTiming(native) ? native.imagesPerSec : undefined;
+  const pipelines: Array<[string, PipelineSpec]> = [
+    ['fashion-mnist two-view (MoCo v2)', twoViewPipeline('mocov2')],
+    ['DetCo: 2 global views + 2 jigsaw sets of 9', detcoPipeline()],
+  ];
+  const rows: LoaderRow[] = [];
+  for (const [name, pipeline] of pipelines) {
+    for (const workers of opts.loaderWorkers.split(',').map(Number)) {
+      log(`loader: ${name}, ${workers} workers`);
+      const r = await measureLoaderThroughput({ dataset, pipeline, batchSize: 256, workers, batches: opts.quick ? 8 : 20 });
+      rows.push({ pipeline: name, ...r, trainingRatio: trainingRate ? r.viewsPerSecond / trainingRate : undefined });
+    }
+  }
+  const lines = rows.map((r) =>
+    `  ${r.pipeline.padEnd(44)} ${String(r.workers).padStart(7)} ${fmt(r.viewsPerSecond, 0).padStart(10)} ${fmt(r.samplesPerSecond, 0).padStart(10)}` +
+    `${r.trainingRatio === undefined ? '' : `${fmt(r.trainingRatio, 1).padStart(9)}x`}`,
+  );
+  say(
+    `\nloader throughput (batch 256, 32x32 views, 16x16 jigsaw patches)${trainingRate ? `; ratio = views/s over ResNet-18 w16 training images/s on native (${fmt(trainingRate)})` : ''}\n` +
+      `  ${'pipeline'.padEnd(44)} ${'workers'.padStart(7)} ${'views/s'.padStart(10)} ${'samples/s'.padStart(10)}${trainingRate ? '    ratio' : ''}\n${lines.join('\n')}`,
+  );
+  return rows;
 }
 
 function positiveInt(value: string): number {
@@ -391,5 +441,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--profile <model>', 'model whose training step is profiled per kernel on the first backend that loads', 'a')
     .option('--no-profile', 'skip the per-kernel profile')
     .option('--json', 'print the JSON results on stdout (tables go to stderr)')
+    .option('--no-loader', 'skip the data-loader throughput section')
+    .option('--loader-workers <list>', 'worker counts to time the loader with', '0,1,2')
     .action((opts: BenchOptions) => runBench(opts));
 }
