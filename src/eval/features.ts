@@ -1,0 +1,148 @@
+// Frozen-backbone features for the evaluation protocols: every image is
+// brought to the working size the way the training views see it at crop
+// scale 1 (a bilinear resize of the whole image, or zero padding on request),
+// normalised with the training statistics, passed through the backbone in eval
+// mode (BN running statistics) without a gradient tape, and the chosen stage
+// is globally average-pooled.
+import * as tf from '../tf.js';
+import type { Tensor4D } from '@tensorflow/tfjs-core';
+import { imageBytes, type ImageSet } from '../data/image_set.js';
+import { FASHION_MNIST_STATS } from '../data/recipes.js';
+import { normalize, resizedCrop } from '../data/transforms.js';
+import { noGrad } from '../nn/module.js';
+import { globalAvgPool, type ResNet, type ResNetStages } from '../nn/resnet.js';
+
+export const FEATURE_STAGES = ['res2', 'res3', 'res4', 'res5'] as const;
+export type FeatureStage = (typeof FEATURE_STAGES)[number];
+
+/**
+ * How an image reaches `size` x `size`. `resize` is what a training view at
+ * crop scale 1 is (the recipes scale Fashion-MNIST's 28 px up to 32); `pad`
+ * centres the image on a black canvas (cropping the centre if it is larger).
+ */
+export type FitMode = 'resize' | 'pad';
+
+export interface ExtractOptions {
+  /** Side of the square network input. */
+  size: number;
+  batchSize: number;
+  stage?: FeatureStage;
+  /** Per-channel normalisation; default: `defaultNormalization(channels)`. */
+  mean?: number[];
+  std?: number[];
+  fit?: FitMode;
+  /** Called after each batch with the number of images done. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface Features {
+  /** count x dim floats, row-major. */
+  features: Float32Array;
+  dim: number;
+}
+
+/**
+ * The statistics the training recipes normalise with: Fashion-MNIST's for grey
+ * images (docs/data.md), none for colour sets, whose statistics we do not know.
+ */
+export function defaultNormalization(channels: number): { mean: number[]; std: number[] } | null {
+  return channels === 1 ? FASHION_MNIST_STATS : null;
+}
+
+/** Writes images [start, start + n) of `set` as an n x size x size x C float batch into `out`. */
+export function prepareBatch(
+  set: ImageSet,
+  start: number,
+  n: number,
+  size: number,
+  fit: FitMode,
+  stats: { mean: number[]; std: number[] } | null,
+  out: Float32Array,
+): void {
+  const c = set.channels;
+  const perImage = size * size * c;
+  const srcBytes = imageBytes(set);
+  for (let i = 0; i < n; i++) {
+    const srcOffset = (start + i) * srcBytes;
+    const o = i * perImage;
+    if (fit === 'resize') {
+      const box = { x: 0, y: 0, w: set.width, h: set.height };
+      resizedCrop(set.images, srcOffset, set.width, set.height, c, box, false, out, o, size, size);
+    } else {
+      padCentered(set, srcOffset, size, out, o);
+    }
+    if (stats) normalize(out, o, size * size, c, stats.mean, stats.std);
+  }
+}
+
+/** Centres the image on a zero canvas; a larger image loses its borders. */
+function padCentered(set: ImageSet, srcOffset: number, size: number, out: Float32Array, o: number): void {
+  const c = set.channels;
+  out.fill(0, o, o + size * size * c);
+  const dy = Math.floor((size - set.height) / 2);
+  const dx = Math.floor((size - set.width) / 2);
+  for (let y = Math.max(0, dy); y < Math.min(size, dy + set.height); y++) {
+    const srcRow = srcOffset + (y - dy) * set.width * c;
+    const x0 = Math.max(0, dx);
+    const x1 = Math.min(size, dx + set.width);
+    for (let x = x0; x < x1; x++) {
+      for (let k = 0; k < c; k++) out[o + (y * size + x) * c + k] = set.images[srcRow + (x - dx) * c + k]! / 255;
+    }
+  }
+}
+
+function inputChannels(backbone: ResNet): number | undefined {
+  return backbone.stateDict()['conv1.weight']?.shape[2];
+}
+
+/**
+ * Pooled features of `stage` (default res5) for every image of `images`. The
+ * backbone runs in eval mode and is returned to the modes it had; no tensor
+ * outlives a batch.
+ */
+export async function extractFeatures(backbone: ResNet, images: ImageSet, opts: ExtractOptions): Promise<Features> {
+  const { size, batchSize, stage = 'res5', fit = 'resize', onProgress } = opts;
+  if (!(Number.isInteger(size) && size >= 1)) throw new Error(`extractFeatures: size must be a positive integer, got ${size}`);
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) {
+    throw new Error(`extractFeatures: batchSize must be a positive integer, got ${batchSize}`);
+  }
+  if (!FEATURE_STAGES.includes(stage)) throw new Error(`extractFeatures: stage must be one of ${FEATURE_STAGES.join(', ')}, got '${stage}'`);
+  if (fit !== 'resize' && fit !== 'pad') throw new Error(`extractFeatures: fit must be resize or pad, got '${String(fit)}'`);
+  const c = images.channels;
+  const expected = inputChannels(backbone);
+  if (expected !== undefined && expected !== c) {
+    throw new Error(`extractFeatures: the backbone takes ${expected}-channel images, the set has ${c} channels`);
+  }
+  if ((opts.mean === undefined) !== (opts.std === undefined)) throw new Error('extractFeatures: give both mean and std, or neither');
+  const stats = opts.mean && opts.std ? { mean: opts.mean, std: opts.std } : defaultNormalization(c);
+  if (stats && (stats.mean.length !== c || stats.std.length !== c)) {
+    throw new Error(`extractFeatures: ${c}-channel images need ${c} mean and std values, got ${stats.mean.length} and ${stats.std.length}`);
+  }
+
+  const dim = backbone.channels[stage as keyof ResNetStages];
+  const features = new Float32Array(images.count * dim);
+  const modes = backbone.namedModules().map(([, m]) => [m, m.training] as const);
+  backbone.eval();
+  const input = new Float32Array(Math.min(batchSize, images.count) * size * size * c);
+  try {
+    for (let start = 0; start < images.count; start += batchSize) {
+      const n = Math.min(batchSize, images.count - start);
+      prepareBatch(images, start, n, size, fit, stats, input);
+      const pooled = tf.tidy(() =>
+        noGrad(() => {
+          const x = tf.tensor4d(input.subarray(0, n * size * size * c), [n, size, size, c]) as Tensor4D;
+          return globalAvgPool(backbone.forward(x)[stage]);
+        }),
+      );
+      try {
+        features.set((await pooled.data()) as Float32Array, start * dim);
+      } finally {
+        pooled.dispose();
+      }
+      onProgress?.(start + n, images.count);
+    }
+  } finally {
+    for (const [m, training] of modes) m.training = training;
+  }
+  return { features, dim };
+}
