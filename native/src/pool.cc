@@ -37,7 +37,21 @@ void forEachOutput(const PoolShape& s, F f) {
   }
 }
 
-Napi::Value MaxPool(const Napi::CallbackInfo& info) {
+// One forward template for both poolings: Op says how a window starts,
+// takes in a pixel, and ends given its in-bounds pixel count.
+struct MaxOp {
+  static float start() { return -FLT_MAX; }
+  static float take(float acc, float v) { return std::max(acc, v); }
+  static float scale(int64_t) { return 1.f; }
+};
+struct AvgOp {
+  static float start() { return 0.f; }
+  static float take(float acc, float v) { return acc + v; }
+  static float scale(int64_t count) { return 1.f / std::max<int64_t>(count, 1); }
+};
+
+template <typename Op>
+Napi::Value PoolForward(const Napi::CallbackInfo& info) {
   PoolShape s(intList(info[2], "dims"));
   const float* x = floatsOfLength(info[0], s.inSize(), "x");
   float* y = floatsOfLength(info[1], s.outSize(), "y");
@@ -45,12 +59,15 @@ Napi::Value MaxPool(const Napi::CallbackInfo& info) {
     int64_t y0, y1, x0, x1;
     s.window(oy, ox, y0, y1, x0, x1);
     float* out = y + ((b * s.oh + oy) * s.ow + ox) * s.c;
-    for (int64_t ch = 0; ch < s.c; ++ch) out[ch] = -FLT_MAX;
+    for (int64_t ch = 0; ch < s.c; ++ch) out[ch] = Op::start();
     for (int64_t iy = y0; iy < y1; ++iy)
       for (int64_t ix = x0; ix < x1; ++ix) {
         const float* in = x + ((b * s.h + iy) * s.w + ix) * s.c;
-        for (int64_t ch = 0; ch < s.c; ++ch) out[ch] = std::max(out[ch], in[ch]);
+        for (int64_t ch = 0; ch < s.c; ++ch) out[ch] = Op::take(out[ch], in[ch]);
       }
+    float k = Op::scale((y1 - y0) * (x1 - x0));
+    if (k != 1.f)
+      for (int64_t ch = 0; ch < s.c; ++ch) out[ch] *= k;
   });
   return info.Env().Undefined();
 }
@@ -88,26 +105,6 @@ Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value AvgPool(const Napi::CallbackInfo& info) {
-  PoolShape s(intList(info[2], "dims"));
-  const float* x = floatsOfLength(info[0], s.inSize(), "x");
-  float* y = floatsOfLength(info[1], s.outSize(), "y");
-  forEachOutput(s, [&](int64_t b, int64_t oy, int64_t ox) {
-    int64_t y0, y1, x0, x1;
-    s.window(oy, ox, y0, y1, x0, x1);
-    float* out = y + ((b * s.oh + oy) * s.ow + ox) * s.c;
-    for (int64_t ch = 0; ch < s.c; ++ch) out[ch] = 0.f;
-    for (int64_t iy = y0; iy < y1; ++iy)
-      for (int64_t ix = x0; ix < x1; ++ix) {
-        const float* in = x + ((b * s.h + iy) * s.w + ix) * s.c;
-        for (int64_t ch = 0; ch < s.c; ++ch) out[ch] += in[ch];
-      }
-    float inv = 1.f / std::max<int64_t>((y1 - y0) * (x1 - x0), 1);
-    for (int64_t ch = 0; ch < s.c; ++ch) out[ch] *= inv;
-  });
-  return info.Env().Undefined();
-}
-
 // dx is zeroed by the caller; threads split over images as in MaxPoolBackward.
 Napi::Value AvgPoolBackward(const Napi::CallbackInfo& info) {
   PoolShape s(intList(info[2], "dims"));
@@ -133,9 +130,9 @@ Napi::Value AvgPoolBackward(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitPool(Napi::Env env, Napi::Object exports) {
-  exports.Set("maxPool", Napi::Function::New(env, MaxPool));
+  exports.Set("maxPool", Napi::Function::New(env, PoolForward<MaxOp>));
   exports.Set("maxPoolBackward", Napi::Function::New(env, MaxPoolBackward));
-  exports.Set("avgPool", Napi::Function::New(env, AvgPool));
+  exports.Set("avgPool", Napi::Function::New(env, PoolForward<AvgOp>));
   exports.Set("avgPoolBackward", Napi::Function::New(env, AvgPoolBackward));
 }
 

@@ -18,6 +18,14 @@ function convDims(c: ConvInfo, groups: number, relu: boolean): number[] {
   ];
 }
 
+function convInfo(xShape: number[], filterShape: number[], attrs: ConvAttrs, depthwise: boolean): ConvInfo {
+  return computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides, attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode, depthwise,
+  );
+}
+
 function channelsLast(dataFormat: unknown): boolean {
   return dataFormat === undefined || dataFormat === 'NHWC' || dataFormat === 'channelsLast';
 }
@@ -44,11 +52,7 @@ function forward(
   const wv = backend.floats(filter);
   const bv = bias ? backend.floats(bias) : undefined;
   if (!xv || !wv || bv === null) return null;
-  const c = computeConv2DInfo(
-    x.shape as [number, number, number, number],
-    filter.shape as [number, number, number, number],
-    attrs.strides, attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode, depthwise,
-  );
+  const c = convInfo(x.shape, filter.shape, attrs, depthwise);
   if (bv && bv.length !== c.outChannels) return null;
   const y = backend.output(c.outShape);
   backend.addon.conv2d(xv, wv, bv ?? null, y.values, convDims(c, depthwise ? c.inChannels : 1, activation === 'relu'));
@@ -61,11 +65,7 @@ function backwardData(
   const dyv = backend.floats(dy);
   const wv = backend.floats(filter);
   if (!dyv || !wv || !channelsLast(attrs.dataFormat)) return null;
-  const c = computeConv2DInfo(
-    inputShape as [number, number, number, number],
-    filter.shape as [number, number, number, number],
-    attrs.strides, attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode, depthwise,
-  );
+  const c = convInfo(inputShape, filter.shape, attrs, depthwise);
   const dx = backend.output(c.inShape);
   backend.addon.conv2dBackwardData(dyv, wv, dx.values, convDims(c, depthwise ? c.inChannels : 1, false));
   return dx.info;
@@ -77,11 +77,7 @@ function backwardFilter(
   const xv = backend.floats(x);
   const dyv = backend.floats(dy);
   if (!xv || !dyv || !channelsLast(attrs.dataFormat)) return null;
-  const c = computeConv2DInfo(
-    x.shape as [number, number, number, number],
-    filterShape as [number, number, number, number],
-    attrs.strides, attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode, depthwise,
-  );
+  const c = convInfo(x.shape, filterShape, attrs, depthwise);
   const dw = backend.output(filterShape);
   backend.addon.conv2dBackwardWeights(xv, dyv, dw.values, null, convDims(c, depthwise ? c.inChannels : 1, false));
   return dw.info;
