@@ -1,0 +1,77 @@
+// Per-iteration schedules: the learning rate (linear warm-up, then cosine,
+// step or constant) and the EMA momentum of BYOL-style target networks. Pure
+// functions of the global step, so a resumed run needs only the step.
+import type { RunConfig } from './config.js';
+
+export type LrSchedule = (step: number) => number;
+
+export interface LrScheduleOptions {
+  peak: number;
+  stepsPerEpoch: number;
+  epochs: number;
+  warmupEpochs?: number;
+}
+
+/** Steps of linear warm-up; the rate reaches the peak on the last of them. */
+function warmupSteps(o: LrScheduleOptions): number {
+  return Math.round((o.warmupEpochs ?? 0) * o.stepsPerEpoch);
+}
+
+/** Multiplies `after` by a linear ramp (s + 1) / W over the first W steps. */
+function withWarmup(o: LrScheduleOptions, after: LrSchedule): LrSchedule {
+  const w = warmupSteps(o);
+  return (step) => (step < w ? (o.peak * (step + 1)) / w : after(step));
+}
+
+/**
+ * Warm-up, then half a cosine from the peak down to `finalFraction` of it
+ * (Loshchilov & Hutter 2017, without restarts), reached at the last step:
+ *   lr(s) = final + (peak - final) (1 + cos(pi (s - W) / (T - 1 - W))) / 2.
+ */
+export function cosineSchedule(o: LrScheduleOptions & { finalFraction?: number }): LrSchedule {
+  const total = o.stepsPerEpoch * o.epochs;
+  const w = warmupSteps(o);
+  const final = o.peak * (o.finalFraction ?? 0);
+  const span = Math.max(1, total - 1 - w);
+  return withWarmup(o, (step) => {
+    const t = Math.min(1, (step - w) / span);
+    return final + ((o.peak - final) * (1 + Math.cos(Math.PI * t))) / 2;
+  });
+}
+
+/** Warm-up, then the peak times gamma^(milestones passed), milestones in epochs. */
+export function stepSchedule(o: LrScheduleOptions & { milestones: number[]; gamma: number }): LrSchedule {
+  return withWarmup(o, (step) => {
+    const epoch = Math.floor(step / o.stepsPerEpoch);
+    const passed = o.milestones.filter((m) => epoch >= m).length;
+    return o.peak * o.gamma ** passed;
+  });
+}
+
+export function constantSchedule(o: LrScheduleOptions): LrSchedule {
+  return withWarmup(o, () => o.peak);
+}
+
+/** The learning-rate schedule a run config describes. */
+export function createLrSchedule(config: RunConfig, stepsPerEpoch: number): LrSchedule {
+  const s = config.schedule;
+  const base = { peak: config.optimizer.lr, stepsPerEpoch, epochs: config.epochs, warmupEpochs: s.warmupEpochs };
+  switch (s.name) {
+    case 'cosine':
+      return cosineSchedule({ ...base, finalFraction: s.finalFraction });
+    case 'step':
+      return stepSchedule({ ...base, milestones: s.milestones, gamma: s.gamma });
+    case 'constant':
+      return constantSchedule(base);
+  }
+}
+
+/**
+ * BYOL's target momentum (Grill et al. 2020, section 3.2):
+ *   tau(k) = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2,
+ * from tau_base at step 0 to 1 at step K = totalSteps.
+ */
+export function emaMomentum(step: number, totalSteps: number, base: number): number {
+  const t = totalSteps > 0 ? Math.min(1, step / totalSteps) : 1;
+  return 1 - ((1 - base) * (Math.cos(Math.PI * t) + 1)) / 2;
+}
