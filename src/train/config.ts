@@ -75,6 +75,8 @@ export const RunConfig = z
         everyEpochs: z.number().int().positive().default(1),
         /** Also every N steps (off when absent). */
         everySteps: z.number().int().positive().optional(),
+        /** Keep a copy per epoch (`epoch-0003.safetensors`) besides `last.safetensors`. */
+        keepEpochs: z.boolean().default(false),
       })
       .strict()
       .default({}),
@@ -84,6 +86,8 @@ export const RunConfig = z
         every: z.number().int().min(0).default(1),
         trainSamples: z.number().int().positive().default(2000),
         testSamples: z.number().int().positive().default(1000),
+        /** Neighbours; votes weighted by exp(cos / 0.1) as in Wu et al. 2018. */
+        k: z.number().int().positive().default(20),
       })
       .strict()
       .default({}),

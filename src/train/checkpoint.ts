@@ -1,0 +1,237 @@
+// Checkpoints: one safetensors file holding everything a run needs to go on
+// exactly where it stopped.
+//
+//   tensors  `model.<name>`     the method's state dict (backbone, heads, EMA
+//                                twins, queues, BN running statistics)
+//            `optimizer.<key>`  optimizer slots and step count
+//   metadata format, version, method, arch, the resolved config, the position
+//            (step, epoch, batch in epoch), the data order (seed, dataset
+//            size, batch size), metrics so far, and a SHA-256 checksum.
+//
+// The loader's order and augmentations are pure functions of (seed, epoch,
+// batch), so the data-order position is the RNG state. Files are replaced
+// atomically: a crash mid-write leaves the previous checkpoint intact.
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import * as tf from '../tf.js';
+import type { Tensor } from '@tensorflow/tfjs-core';
+import { writeFileAtomic } from '../data/atomic_file.js';
+import type { Method } from '../methods/method.js';
+import type { StateDict } from '../nn/module.js';
+import { RunConfig, parseRunConfig } from './config.js';
+import type { EpochMetrics } from './metrics.js';
+import type { Optimizer } from './optimizers.js';
+import { decodeSafetensors, dtypeOf, encodeSafetensors, type RawTensor, type SafeArray } from './safetensors.js';
+
+export const CHECKPOINT_FORMAT = 'selfsup-checkpoint';
+export const CHECKPOINT_VERSION = 1;
+export const LAST_CHECKPOINT = 'last.safetensors';
+
+/** Where the run is: the next step to take is batch `batch` of epoch `epoch`. */
+export interface TrainPosition {
+  /** Optimizer steps done. */
+  step: number;
+  epoch: number;
+  batch: number;
+}
+
+/** Running sums of the current epoch, so a mid-epoch resume reports the same epoch means. */
+export interface EpochAccumulator {
+  sums: Record<string, number>;
+  batches: number;
+  images: number;
+  seconds: number;
+}
+
+/** What the trained method needs to be rebuilt: the data's channels and classes. */
+export interface DataInfo {
+  channels: number;
+  /** Classes of the training set's labels (0 when unlabeled). */
+  numClasses: number;
+}
+
+export interface CheckpointState {
+  config: RunConfig;
+  position: TrainPosition;
+  data: DataInfo & { seed: number; datasetCount: number; batchSize: number; stepsPerEpoch: number };
+  metrics: EpochMetrics[];
+  epoch: EpochAccumulator;
+  /** Seconds of training so far. */
+  elapsed: number;
+}
+
+export interface Checkpoint {
+  path: string;
+  method: string;
+  arch: string;
+  state: CheckpointState;
+  model: Record<string, RawTensor>;
+  optimizer: Record<string, RawTensor>;
+}
+
+export function epochCheckpointName(epoch: number): string {
+  return `epoch-${String(epoch).padStart(4, '0')}.safetensors`;
+}
+
+function archOf(config: RunConfig): string {
+  const m = config.model;
+  return `${m.arch} width ${m.width} ${m.stem} stem`;
+}
+
+function rawOf(t: Tensor): RawTensor {
+  const data = t.dataSync() as SafeArray;
+  return { dtype: dtypeOf(data), shape: [...t.shape], data };
+}
+
+/**
+ * Encodes a checkpoint. Tensors are read synchronously, so the caller must not
+ * step the model until this returns.
+ */
+export function encodeCheckpoint(method: Method, optimizer: Optimizer | null, state: CheckpointState): Uint8Array[] {
+  const tensors: Record<string, RawTensor> = {};
+  for (const [name, t] of Object.entries(method.stateDict())) tensors[`model.${name}`] = rawOf(t);
+  const optState = optimizer?.state() ?? {};
+  try {
+    for (const [name, t] of Object.entries(optState)) tensors[`optimizer.${name}`] = rawOf(t);
+  } finally {
+    tf.dispose(Object.values(optState));
+  }
+  const metadata: Record<string, string> = {
+    format: CHECKPOINT_FORMAT,
+    version: String(CHECKPOINT_VERSION),
+    method: state.config.method,
+    arch: archOf(state.config),
+    config: JSON.stringify(state.config),
+    position: JSON.stringify(state.position),
+    data: JSON.stringify(state.data),
+    metrics: JSON.stringify(state.metrics),
+    epoch: JSON.stringify(state.epoch),
+    elapsed: String(state.elapsed),
+    created: new Date().toISOString(),
+  };
+  return encodeSafetensors(tensors, metadata);
+}
+
+/** Temporary files a killed writer left next to `path` (never another live process's). */
+function removeStaleTemporaries(path: string): void {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.tmp-`;
+  if (!existsSync(dir)) return;
+  for (const name of readdirSync(dir)) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length).split('-')[0]);
+    let alive = pid === process.pid;
+    if (!alive && Number.isInteger(pid) && pid > 0) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (!alive) rmSync(join(dir, name), { force: true });
+  }
+}
+
+/** Writes a checkpoint to each of `paths` atomically (temp file, fsync, rename, fsync the folder). */
+export function saveCheckpoint(paths: string | string[], method: Method, optimizer: Optimizer | null, state: CheckpointState): void {
+  const chunks = encodeCheckpoint(method, optimizer, state);
+  for (const path of Array.isArray(paths) ? paths : [paths]) {
+    removeStaleTemporaries(path);
+    writeFileAtomic(path, chunks);
+  }
+}
+
+function parseJson<T>(path: string, metadata: Record<string, string>, key: string): T {
+  const raw = metadata[key];
+  if (raw === undefined) throw new Error(`checkpoint ${path}: metadata has no '${key}' entry`);
+  try {
+    return JSON.parse(raw) as T;
+  } catch {
+    throw new Error(`checkpoint ${path}: metadata '${key}' is not valid JSON`);
+  }
+}
+
+/** Reads and verifies a checkpoint; any problem is an error naming the file and what is wrong. */
+export function readCheckpoint(path: string): Checkpoint {
+  if (!existsSync(path)) throw new Error(`checkpoint ${path}: no such file`);
+  const { tensors, metadata } = decodeSafetensors(readFileSync(path), `checkpoint ${path}`);
+  if (metadata.format !== CHECKPOINT_FORMAT) {
+    throw new Error(`checkpoint ${path}: not a selfsup checkpoint (metadata format is ${JSON.stringify(metadata.format)})`);
+  }
+  if (metadata.sha256 === undefined) throw new Error(`checkpoint ${path}: no sha256 checksum in the metadata`);
+  if (Number(metadata.version) !== CHECKPOINT_VERSION) {
+    throw new Error(`checkpoint ${path}: format version ${metadata.version}, this selfsup reads version ${CHECKPOINT_VERSION}`);
+  }
+  const config = parseRunConfig(parseJson(path, metadata, 'config'), `checkpoint ${path}: its config`);
+  const state: CheckpointState = {
+    config,
+    position: parseJson(path, metadata, 'position'),
+    data: parseJson(path, metadata, 'data'),
+    metrics: parseJson(path, metadata, 'metrics'),
+    epoch: parseJson(path, metadata, 'epoch'),
+    elapsed: Number(metadata.elapsed ?? 0),
+  };
+  const model: Record<string, RawTensor> = {};
+  const optimizer: Record<string, RawTensor> = {};
+  for (const [name, t] of Object.entries(tensors)) {
+    if (name.startsWith('model.')) model[name.slice(6)] = t;
+    else if (name.startsWith('optimizer.')) optimizer[name.slice(10)] = t;
+    else throw new Error(`checkpoint ${path}: unexpected tensor '${name}'`);
+  }
+  return { path, method: metadata.method ?? '', arch: metadata.arch ?? '', state, model, optimizer };
+}
+
+/** Errors unless `checkpoint` was trained by the method and model `config` asks for. */
+export function assertCompatible(checkpoint: Checkpoint, config: RunConfig): void {
+  const { path } = checkpoint;
+  if (checkpoint.method !== config.method) {
+    throw new Error(`checkpoint ${path}: written by method '${checkpoint.method}', this run uses '${config.method}'`);
+  }
+  const want = archOf(config);
+  if (checkpoint.arch !== want) throw new Error(`checkpoint ${path}: holds a ${checkpoint.arch}, this run builds a ${want}`);
+}
+
+function toTensor(t: RawTensor): Tensor {
+  const dtype = t.dtype === 'F32' ? 'float32' : t.dtype === 'I32' ? 'int32' : 'bool';
+  return tf.tensor(t.data, t.shape, dtype);
+}
+
+function toTensors(raw: Record<string, RawTensor>): StateDict {
+  return Object.fromEntries(Object.entries(raw).map(([k, t]) => [k, toTensor(t)]));
+}
+
+/** Loads the model part into `method`; a missing, extra or misshapen tensor is an error naming the file. */
+export function restoreMethod(checkpoint: Checkpoint, method: Method): void {
+  const { path } = checkpoint;
+  const own = method.stateDict();
+  const missing = Object.keys(own).filter((k) => !(k in checkpoint.model));
+  const extra = Object.keys(checkpoint.model).filter((k) => !(k in own));
+  if (missing.length || extra.length) {
+    const parts = [missing.length ? `missing ${missing.slice(0, 5).join(', ')}` : '', extra.length ? `unexpected ${extra.slice(0, 5).join(', ')}` : ''];
+    throw new Error(`checkpoint ${path}: does not match the ${method.name} model: ${parts.filter(Boolean).join('; ')}`);
+  }
+  for (const [name, t] of Object.entries(own)) {
+    const saved = checkpoint.model[name]!;
+    if (!tf.util.arraysEqual(saved.shape, t.shape)) {
+      throw new Error(`checkpoint ${path}: ${name} has shape [${saved.shape}], the model expects [${t.shape}]`);
+    }
+  }
+  const tensors = toTensors(checkpoint.model);
+  try {
+    method.loadStateDict(tensors);
+  } finally {
+    tf.dispose(Object.values(tensors));
+  }
+}
+
+export function restoreOptimizer(checkpoint: Checkpoint, optimizer: Optimizer): void {
+  const tensors = toTensors(checkpoint.optimizer);
+  try {
+    optimizer.loadState(tensors);
+  } catch (err) {
+    throw new Error(`checkpoint ${checkpoint.path}: ${(err as Error).message}`);
+  } finally {
+    tf.dispose(Object.values(tensors));
+  }
+}
