@@ -5,6 +5,8 @@ import { Command } from 'commander';
 import { registerBenchCommand } from './bench.js';
 import { registerDataCommand } from './data.js';
 import { registerDemoCommand } from './demo.js';
+import { registerEvalCommand } from './eval.js';
+import { registerPretrainCommand } from './pretrain.js';
 
 const program = new Command()
   .name('selfsup')
@@ -15,6 +17,8 @@ const program = new Command()
 registerBenchCommand(program);
 registerDataCommand(program);
 registerDemoCommand(program);
+registerEvalCommand(program);
+registerPretrainCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`selfsup: ${err instanceof Error ? err.message : String(err)}\n`);

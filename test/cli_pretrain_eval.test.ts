@@ -1,0 +1,52 @@
+// `selfsup pretrain` then `selfsup eval knn|linear`, as a user runs them, in
+// child processes: a YAML run file plus flags, a tiny supervised run on
+// Fashion-MNIST, then both protocols with --json (the second from cached
+// features).
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'selfsup-e2e-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function selfsup(...args: string[]) {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.status, 0, `selfsup ${args.join(' ')} failed:\n${r.stderr}`);
+  return r;
+}
+
+test('pretrain (YAML + flags) -> eval knn -> eval linear from cached features', () => {
+  const out = join(dir, 'run');
+  const config = join(dir, 'run.yaml');
+  writeFileSync(config, 'method: supervised\nmodel:\n  width: 4\nonlineKnn:\n  every: 0\nworkers: 0\nepochs: 3\n');
+  const trained = JSON.parse(selfsup('pretrain', '--config', config, '--epochs', '1', '--limit', '64', '--batch-size', '32', '--out', out, '--json').stdout);
+  assert.equal(trained.epochs, 1, '--epochs overrides the file');
+  assert.equal(trained.steps, 2);
+  assert.ok(existsSync(join(out, 'last.safetensors')));
+
+  const knnRun = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--json');
+  const knn = JSON.parse(knnRun.stdout);
+  assert.equal(knn.protocol, 'knn');
+  assert.equal(knn.trainImages, 300);
+  assert.equal(knn.testImages, 200);
+  assert.equal(knn.dim, 32, 'res5 of a width-4 ResNet-18');
+  assert.equal(knn.weighted.k, 200);
+  assert.equal(knn.majority.k, 20);
+  for (const v of [knn.weighted.top1, knn.majority.top1]) assert.ok(v > 20 && v <= 100, `kNN top-1 ${v} beats chance`);
+  assert.match(knnRun.stderr, /train: 300 images, res5 features extracted/);
+
+  const linearRun = selfsup('eval', 'linear', '--checkpoint', join(out, 'last.safetensors'), '--limit', '300', '--test-limit', '200', '--epochs', '3', '--json');
+  const linear = JSON.parse(linearRun.stdout);
+  assert.equal(linear.protocol, 'linear');
+  assert.ok(linear.top1 > 20 && linear.top1 <= 100 && linear.top5 >= linear.top1, JSON.stringify(linear));
+  assert.match(linearRun.stderr, /train: 300 images, res5 features from the cache/);
+  assert.equal(readdirSync(join(out, 'features')).length, 2);
+
+  const table = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--stage', 'res4');
+  assert.match(table.stdout, /kNN on res4 \(16-d\), 300 train -> 200 test images\nprotocol +top-1 +top-5\nk=200 weighted, T=0\.1 +\d+\.\d\d +\d+\.\d\d\nk=20 majority +\d+\.\d\d +\d+\.\d\d\n/);
+});
