@@ -27,6 +27,20 @@ std::string describe(const dnnl::memory::desc& d) {
   return s;
 }
 
+// Small reorders (conv weights, mostly) run on the calling thread: a parallel
+// region costs more than the copy, and stalls outright when another process
+// holds the other core.
+class SmallWorkOnOneThread {
+ public:
+  explicit SmallWorkOnOneThread(size_t bytes) : saved_(omp_get_max_threads()) {
+    if (bytes < (size_t{1} << 20)) omp_set_num_threads(1);
+  }
+  ~SmallWorkOnOneThread() { omp_set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
 static dnnl::reorder& cachedReorder(const dnnl::memory& from, const dnnl::memory& to) {
   static ShapeCache<dnnl::reorder> reorders;
   return reorders.get(describe(from.get_desc()) + "->" + describe(to.get_desc()), [&] { return dnnl::reorder(from, to); });
@@ -42,6 +56,7 @@ dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::
                          std::vector<float>& slot) {
   dnnl::memory srcMem(from, cpuEngine(), src);
   dnnl::memory dstMem = scratch(to, slot);
+  SmallWorkOnOneThread limit(to.get_size());
   cachedReorder(srcMem, dstMem).execute(cpuStream(), srcMem, dstMem);
   return dstMem;
 }
@@ -61,6 +76,7 @@ dnnl::memory stageOutput(const dnnl::memory::desc& user, void* ptr, const dnnl::
 void finishOutput(const dnnl::memory& staged, const dnnl::memory::desc& user, void* ptr) {
   if (staged.get_data_handle() == ptr) return;
   dnnl::memory userMem(user, cpuEngine(), ptr);
+  SmallWorkOnOneThread limit(user.get_size());
   cachedReorder(staged, userMem).execute(cpuStream(), const_cast<dnnl::memory&>(staged), userMem);
 }
 
