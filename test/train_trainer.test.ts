@@ -2,10 +2,12 @@
 // tensor count, NaN stop, and a tiny supervised run whose kNN accuracy beats
 // the same network at random initialisation.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import * as tf from '../src/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { createMethod, registerMethod, Supervised, type Method, type StepContext, type TensorBatch } from '../src/methods/index.js';
@@ -79,6 +81,7 @@ test('an interrupted and resumed run takes the same steps as an uninterrupted on
   for (const name of Object.keys(ca.optimizer)) assert.deepEqual(cb.optimizer[name]!.data, ca.optimizer[name]!.data, name);
   assert.ok(readFileSync(join(outB, 'config.yaml'), 'utf8').includes('method: supervised'));
 
+  assert.equal(process.listenerCount('SIGINT'), 0, 'signal handlers live only during train()');
   await assert.rejects(train(tinyConfig(outA), { quiet: true, log: () => undefined }), /already holds a run/);
   await assert.rejects(train(tinyConfig(fresh('none')), { resume: true, quiet: true }), /no run to resume/);
   await assert.rejects(
@@ -142,4 +145,28 @@ test('a tiny supervised run on Fashion-MNIST: the loss falls and kNN beats rando
   random.dispose();
   console.log(`# supervised tiny run: ${result.steps} steps in ${seconds.toFixed(1)} s; kNN top-1 ${trained}% vs ${baseline}% at random init`);
   assert.ok(trained > baseline + 3, `kNN top-1 ${trained}% trained vs ${baseline}% at random initialisation`);
+});
+
+test('SIGINT stops a training process after writing a checkpoint, and it exits normally', async () => {
+  const out = fresh('sigint');
+  const trainer = JSON.stringify(fileURLToPath(new URL('../src/train/trainer.js', import.meta.url)));
+  const configJs = JSON.stringify(fileURLToPath(new URL('../src/train/config.js', import.meta.url)));
+  const config = JSON.stringify(tinyConfig(out, { epochs: 50, onlineKnn: { every: 0 } }));
+  const script = `
+    import { train } from ${trainer};
+    import { parseRunConfig } from ${configJs};
+    const r = await train(parseRunConfig(${config}), { quiet: true, log: () => undefined, onStep: (s) => s.step === 1 && process.stdout.write('step\\n') });
+    process.stdout.write(JSON.stringify(r));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => {
+    output += c.toString();
+    if (output === 'step\n') child.kill('SIGINT');
+  });
+  const code = await new Promise((resolve) => child.on('exit', resolve));
+  assert.equal(code, 0);
+  const result = JSON.parse(output.slice(5)) as { stoppedEarly: boolean; steps: number };
+  assert.equal(result.stoppedEarly, true);
+  assert.ok(result.steps >= 2 && result.steps < 400, `stopped after ${result.steps} steps`);
+  assert.equal(readCheckpoint(join(out, 'last.safetensors')).state.position.step, result.steps);
 });
