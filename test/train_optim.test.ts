@@ -143,10 +143,11 @@ test('clipGradNorm scales to the global norm and reports the norm before clippin
 
 test('warm-up + cosine schedule, per iteration, to finalFraction of the peak', () => {
   const lr = cosineSchedule({ peak: 1, stepsPerEpoch: 2, epochs: 3, warmupEpochs: 1, finalFraction: 0.1 });
-  // Warm-up (s+1)/2: 0.5, 1; cosine over steps 2..5: 1, 0.1 + 0.9 (1 + cos(pi/3))/2, 0.1 + 0.9 (1 + cos(2pi/3))/2, 0.1.
-  assertClose([0, 1, 2, 3, 4, 5].map(lr), [0.5, 1, 1, 0.775, 0.325, 0.1], { atol: 1e-12, rtol: 0 });
+  // Warm-up (s+1)/2: 0.5, 1; then 0.1 + 0.9 (1 + cos(pi t))/2 at t = 0, 1/4, 2/4, 3/4 of the 4 cosine steps.
+  assertClose([0, 1, 2, 3, 4, 5].map(lr), [0.5, 1, 1, 0.86819805, 0.55, 0.23180195], { atol: 1e-8, rtol: 0 });
   const plain = cosineSchedule({ peak: 0.4, stepsPerEpoch: 3, epochs: 1 });
-  assertClose([0, 1, 2].map(plain), [0.4, 0.2, 0], { atol: 1e-12, rtol: 0 });
+  // 0.4 (1 + cos(pi s / 3)) / 2
+  assertClose([0, 1, 2].map(plain), [0.4, 0.3, 0.1], { atol: 1e-12, rtol: 0 });
 });
 
 test('step and constant schedules', () => {

@@ -24,15 +24,16 @@ function withWarmup(o: LrScheduleOptions, after: LrSchedule): LrSchedule {
 }
 
 /**
- * Warm-up, then half a cosine from the peak down to `finalFraction` of it
- * (Loshchilov & Hutter 2017, without restarts), reached at the last step:
- *   lr(s) = final + (peak - final) (1 + cos(pi (s - W) / (T - 1 - W))) / 2.
+ * Warm-up, then half a cosine from the peak towards `finalFraction` of it
+ * (Loshchilov & Hutter 2017, without restarts), reached just after the last
+ * step, so no step is spent at the final rate:
+ *   lr(s) = final + (peak - final) (1 + cos(pi (s - W) / (T - W))) / 2.
  */
 export function cosineSchedule(o: LrScheduleOptions & { finalFraction?: number }): LrSchedule {
   const total = o.stepsPerEpoch * o.epochs;
   const w = warmupSteps(o);
   const final = o.peak * (o.finalFraction ?? 0);
-  const span = Math.max(1, total - 1 - w);
+  const span = Math.max(1, total - w);
   return withWarmup(o, (step) => {
     const t = Math.min(1, (step - w) / span);
     return final + ((o.peak - final) * (1 + Math.cos(Math.PI * t))) / 2;
