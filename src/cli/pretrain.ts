@@ -102,36 +102,21 @@ Ctrl-C stops after writing a checkpoint; --resume continues from it.`,
     .action(async (opts: PretrainFlags) => {
       const config = pretrainConfig(opts);
       const train = await loadTrain();
-      const controller = new AbortController();
-      let interrupts = 0;
-      const stop = (signal: NodeJS.Signals) => {
-        interrupts++;
-        if (interrupts > 1) process.exit(130);
-        process.stderr.write(`\n${signal}: stopping after a checkpoint (again to quit at once)\n`);
-        controller.abort();
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-      try {
-        const result = await train(config, {
-          resume: Boolean(opts.resume),
-          log: (line) => process.stderr.write(`${line}\n`),
-          signal: controller.signal,
-          quiet: Boolean(opts.quiet),
-        });
-        if (opts.json) {
-          process.stdout.write(`${JSON.stringify(result)}\n`);
-        } else {
-          const how = result.stoppedEarly ? 'stopped early after' : 'trained';
-          process.stdout.write(
-            `${how} ${result.epochs} epochs (${result.steps} steps), last loss ${result.lastLoss.toFixed(4)}\n` +
-              `checkpoint: ${result.checkpoint}\n` +
-              `next: selfsup eval knn --checkpoint ${result.checkpoint}\n`,
-          );
-        }
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
+      // The trainer owns Ctrl-C/SIGTERM: a checkpoint, then a clean stop.
+      const result = await train(config, {
+        resume: Boolean(opts.resume),
+        log: (line) => process.stderr.write(`${line}\n`),
+        quiet: Boolean(opts.quiet),
+      });
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+      } else {
+        const how = result.stoppedEarly ? 'stopped early after' : 'trained';
+        process.stdout.write(
+          `${how} ${result.epochs} epochs (${result.steps} steps), last loss ${result.lastLoss.toFixed(4)}\n` +
+            `checkpoint: ${result.checkpoint}\n` +
+            `next: selfsup eval knn --checkpoint ${result.checkpoint}\n`,
+        );
       }
     });
 }
