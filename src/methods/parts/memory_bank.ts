@@ -1,0 +1,103 @@
+// The memory bank of instance discrimination (Wu et al. 2018, section 3.2):
+// one L2-normalised feature per training image, keyed by dataset index, that
+// serves as the image's positive and, sampled at random, as everyone's
+// negatives. After each step the features of the batch are blended in:
+//   v_i <- normalise(m v_i + (1 - m) f_i)      (Wu et al. eq. 7 / PIRL eq. 6).
+// The bank is a buffer: it is saved with the method and never trained.
+import * as tf from '../../tf.js';
+import type { Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import { Module } from '../../nn/module.js';
+import { Rng } from '../../nn/init.js';
+import { detach, l2Normalize } from '../../losses/normalize.js';
+
+export interface MemoryBankOptions {
+  /** Update momentum m of eq. 7; InsDis and PIRL use 0.5. */
+  momentum?: number;
+  seed?: number;
+}
+
+export class MemoryBank extends Module {
+  readonly bank: Variable;
+  readonly momentum: number;
+  private pending: { indices: Int32Array; features: Tensor2D } | null = null;
+
+  constructor(
+    readonly size: number,
+    readonly dim: number,
+    { momentum = 0.5, seed = 0 }: MemoryBankOptions = {},
+  ) {
+    super();
+    if (!(Number.isInteger(size) && size > 0 && Number.isInteger(dim) && dim > 0)) {
+      throw new Error(`MemoryBank: size and dim must be positive integers, got ${size} x ${dim}`);
+    }
+    if (!(momentum >= 0 && momentum < 1)) throw new Error(`MemoryBank: momentum must be in [0, 1), got ${momentum}`);
+    this.momentum = momentum;
+    // Random unit vectors, so the first epoch's negatives are uninformative but well-spread.
+    const rng = new Rng(seed);
+    const init = Float32Array.from({ length: size * dim }, () => rng.normal());
+    this.bank = this.addBuffer('bank', tf.tidy(() => l2Normalize(tf.tensor2d(init, [size, dim]), 1)));
+  }
+
+  /** The stored features of `indices`: [len, dim]. */
+  get(indices: Int32Array): Tensor2D {
+    this.check(indices);
+    return tf.tidy(() => tf.gather(this.bank, tf.tensor1d(indices, 'int32')) as Tensor2D);
+  }
+
+  /** `count` stored features drawn uniformly with replacement (the negatives of NCE): [count, dim]. */
+  sample(count: number, rng: Rng): Tensor2D {
+    const indices = Int32Array.from({ length: count }, () => Math.floor(rng.uniform() * this.size));
+    return this.get(indices);
+  }
+
+  /** Eq. 7 for the rows `indices` (distinct) with new features [len, dim]; the result is stored, unit length. */
+  update(indices: Int32Array, features: Tensor2D, momentum = this.momentum): void {
+    this.check(indices);
+    if (features.rank !== 2 || features.shape[0] !== indices.length || features.shape[1] !== this.dim) {
+      throw new Error(`MemoryBank.update: features must be [${indices.length}, ${this.dim}], got [${features.shape}]`);
+    }
+    tf.tidy(() => {
+      const rows = tf.tensor2d(indices, [indices.length, 1], 'int32');
+      const old = tf.gather(this.bank, tf.reshape(rows, [-1]));
+      const blended = l2Normalize(tf.add(tf.mul(old, momentum), tf.mul(l2Normalize(features, 1), 1 - momentum)), 1);
+      this.bank.assign(tf.tensorScatterUpdate(this.bank, rows, blended));
+    });
+  }
+
+  /**
+   * Keeps (a detached copy of) this step's features for `flush`, which the
+   * method calls from afterStep: the bank must not change while the loss that
+   * read it is being differentiated.
+   */
+  defer(indices: Int32Array, features: Tensor2D): void {
+    this.check(indices);
+    this.pending?.features.dispose();
+    this.pending = { indices: indices.slice(), features: tf.keep(detach(features)) };
+  }
+
+  /** Applies the deferred update, if any. */
+  flush(momentum = this.momentum): void {
+    if (!this.pending) return;
+    const { indices, features } = this.pending;
+    this.pending = null;
+    try {
+      this.update(indices, features, momentum);
+    } finally {
+      features.dispose();
+    }
+  }
+
+  override dispose(): void {
+    this.pending?.features.dispose();
+    this.pending = null;
+    super.dispose();
+  }
+
+  private check(indices: Int32Array): void {
+    for (const i of indices) {
+      if (!(i >= 0 && i < this.size)) {
+        throw new Error(`MemoryBank: index ${i} is outside the bank of ${this.size} (is the bank smaller than the training set?)`);
+      }
+    }
+  }
+}
