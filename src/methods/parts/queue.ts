@@ -1,0 +1,67 @@
+// The key queue of MoCo (He et al. 2020, section 3.2): a FIFO of the last K
+// L2-normalised keys, the negatives of InfoNCE. It is a Module of buffers, so
+// a checkpoint holds both the keys and the write pointer and a resumed run
+// contrasts against exactly the same negatives.
+//
+// Keys are computed inside `loss()` (under the gradient tape) but may only
+// enter the queue after the optimizer step, once the current batch no longer
+// needs the old negatives: `stage(keys)` there, `commit()` in `afterStep`.
+import * as tf from '../../tf.js';
+import type { Tensor, Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import { Module } from '../../nn/module.js';
+import { Rng, normal } from '../../nn/init.js';
+import { l2Normalize } from '../../losses/info_nce.js';
+
+export class KeyQueue extends Module {
+  /** [K, D] keys; starts as random unit vectors, as MoCo's initial queue. */
+  readonly keys: Variable;
+  /** Row the next key is written to (int32 scalar). */
+  readonly pointer: Variable;
+  private staged: Tensor2D | null = null;
+
+  constructor(readonly length: number, readonly dim: number, { rng = new Rng(0) }: { rng?: Rng } = {}) {
+    super();
+    if (!(Number.isInteger(length) && length >= 1)) throw new Error(`KeyQueue: length must be a positive integer, got ${length}`);
+    if (!(Number.isInteger(dim) && dim >= 1)) throw new Error(`KeyQueue: dim must be a positive integer, got ${dim}`);
+    this.keys = this.addBuffer('keys', tf.tidy(() => l2Normalize(normal([length, dim], 1, rng) as Tensor2D)));
+    this.pointer = this.addBuffer('pointer', tf.scalar(0, 'int32'));
+  }
+
+  /** Writes `keys` [n, D] at the pointer, wrapping around; with n > K only the last K stay. */
+  enqueue(keys: Tensor): void {
+    if (keys.rank !== 2 || keys.shape[1] !== this.dim) {
+      throw new Error(`KeyQueue.enqueue: keys must be [n, ${this.dim}], got [${keys.shape}]`);
+    }
+    const n = keys.shape[0]!;
+    if (n === 0) return;
+    const K = this.length;
+    const kept = Math.min(n, K);
+    const start = (this.pointer.dataSync()[0]! + n - kept) % K;
+    const rows = Int32Array.from({ length: kept }, (_, j) => (start + j) % K);
+    tf.tidy(() => {
+      const newest = tf.slice(keys, [n - kept, 0], [kept, this.dim]);
+      this.keys.assign(tf.tensorScatterUpdate(this.keys, tf.tensor2d(rows, [kept, 1], 'int32'), newest));
+      this.pointer.assign(tf.scalar((start + kept) % K, 'int32'));
+    });
+  }
+
+  /** Holds (a copy of) this step's keys until `commit()`; a second `stage` replaces the first. */
+  stage(keys: Tensor2D): void {
+    this.staged?.dispose();
+    this.staged = tf.keep(tf.clone(keys));
+  }
+
+  /** Enqueues the staged keys, if any. */
+  commit(): void {
+    if (!this.staged) return;
+    this.enqueue(this.staged);
+    this.staged.dispose();
+    this.staged = null;
+  }
+
+  override dispose(): void {
+    this.staged?.dispose();
+    this.staged = null;
+    super.dispose();
+  }
+}

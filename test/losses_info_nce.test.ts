@@ -1,0 +1,57 @@
+// InfoNCE against hand-computed values on tiny fixed embeddings, its gradient
+// against finite differences, and its input checks.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as tf from '../src/tf.js';
+import type { Tensor2D } from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/backend/select.js';
+import { infoNCE, infoNceLogits, l2Normalize } from '../src/losses/info_nce.js';
+import { assertClose, assertGradientMatchesFiniteDifferences, randomTensor } from './helpers.js';
+
+await useBackend('native');
+
+const q = () => tf.tensor2d([[1, 0], [0, 1]]);
+const k = () => tf.tensor2d([[0.6, 0.8], [0, 1]]);
+const queue = () => tf.tensor2d([[1, 0], [-1, 0], [0, -1]]);
+
+test('InfoNCE with a queue: logits [q·k+, q·negᵀ]/T and the mean cross-entropy at index 0', () => {
+  const logits = tf.tidy(() => infoNceLogits(q(), k(), queue(), 0.5).arraySync());
+  // row 0: q·k+ = 0.6, q·neg = 1, -1, 0; row 1: 1, then 0, 0, -1; all / 0.5.
+  assertClose(logits.flat(), [1.2, 2, -2, 0, 2, 0, 0, -2]);
+  const loss = tf.tidy(() => infoNCE(q(), k(), queue(), 0.5).dataSync()[0]!);
+  // log(e^1.2 + e^2 + e^-2 + e^0) - 1.2 = 1.2718643; log(e^2 + 2 + e^-2) - 2 = 0.2538560
+  assertClose([loss], [(1.2718643 + 0.253856) / 2], { atol: 1e-5, rtol: 1e-5 });
+});
+
+test('InfoNCE without negatives uses the other keys of the batch', () => {
+  const loss = tf.tidy(() => infoNCE(q(), k(), null, 0.5).dataSync()[0]!);
+  // logits q·kᵀ/T: row 0 [1.2, 0] -> log(e^1.2 + 1) - 1.2 = 0.2632825; row 1 [1.6, 2] -> log(e^1.6 + e^2) - 2 = 0.5130153
+  assertClose([loss], [(0.2632825 + 0.5130153) / 2], { atol: 1e-5, rtol: 1e-5 });
+});
+
+test('InfoNCE: a query equal to its key and orthogonal to every negative gives log(1 + K e^-1/T)', () => {
+  const loss = tf.tidy(() => infoNCE(tf.tensor2d([[1, 0]]), tf.tensor2d([[1, 0]]), tf.tensor2d([[0, 1], [0, -1]]), 0.1).dataSync()[0]!);
+  assertClose([loss], [Math.log(1 + 2 * Math.exp(-10))], { atol: 1e-6, rtol: 1e-4 });
+});
+
+test('InfoNCE gradient matches finite differences (queue and in-batch)', () => {
+  const kk = l2Normalize(randomTensor([4, 5], 2) as Tensor2D);
+  const neg = l2Normalize(randomTensor([6, 5], 3) as Tensor2D);
+  const x = randomTensor([4, 5], 1);
+  assertGradientMatchesFiniteDifferences((v) => infoNCE(l2Normalize(v as Tensor2D), kk, neg, 0.2), x, { eps: 1e-3 });
+  assertGradientMatchesFiniteDifferences((v) => infoNCE(l2Normalize(v as Tensor2D), kk, null, 0.2), x, { eps: 1e-3 });
+  tf.dispose([kk, neg, x]);
+});
+
+test('InfoNCE rejects mismatched shapes and a bad temperature', () => {
+  tf.tidy(() => {
+    assert.throws(() => infoNCE(q(), tf.ones([3, 2]) as Tensor2D, null, 0.1), /q and k must both be \[N, D\]/);
+    assert.throws(() => infoNCE(q(), k(), tf.ones([3, 4]) as Tensor2D, 0.1), /negatives must be \[K, 2\]/);
+    assert.throws(() => infoNCE(q(), k(), null, 0), /temperature must be > 0/);
+  });
+});
+
+test('l2Normalize gives unit rows', () => {
+  const n = tf.tidy(() => tf.norm(l2Normalize(tf.tensor2d([[3, 4], [0, 2]])), 'euclidean', 1).dataSync());
+  assertClose(n, [1, 1]);
+});

@@ -1,0 +1,114 @@
+// The shared parts of the contrastive methods: the key queue (wrap-around,
+// checkpointed pointer), the EMA twin (update formula, BN statistics copied,
+// weights as buffers), the heads, and SplitBatchNorm against the plain BN of
+// each group.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as tf from '../src/tf.js';
+import type { Tensor2D } from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/backend/select.js';
+import { BatchNorm2d, Linear, MLP, Module, Rng } from '../src/nn/index.js';
+import { KeyQueue } from '../src/methods/parts/queue.js';
+import { EmaPair } from '../src/methods/parts/ema.js';
+import { PredictionHead, ProjectionHead } from '../src/methods/parts/heads.js';
+import { assertClose } from './helpers.js';
+
+await useBackend('native');
+
+const rows = (queue: KeyQueue) => queue.keys.arraySync() as number[][];
+const keysOf = (...values: number[]) => tf.tensor2d(values.map((v) => [v, -v]));
+
+test('KeyQueue starts with random unit keys and a zero pointer, both in the state dict', () => {
+  const queue = new KeyQueue(6, 4, { rng: new Rng(1) });
+  assert.deepEqual(Object.keys(queue.stateDict()).sort(), ['keys', 'pointer']);
+  assert.equal(queue.parameters().length, 0);
+  assertClose(tf.tidy(() => tf.norm(queue.keys, 'euclidean', 1).dataSync()), [1, 1, 1, 1, 1, 1]);
+  assert.equal(queue.pointer.dataSync()[0], 0);
+  queue.dispose();
+});
+
+test('KeyQueue.enqueue writes at the pointer and wraps around', () => {
+  const queue = new KeyQueue(5, 2);
+  tf.tidy(() => queue.enqueue(keysOf(1, 2, 3)));
+  assert.equal(queue.pointer.dataSync()[0], 3);
+  assert.deepEqual(rows(queue).slice(0, 3).map((r) => r[0]), [1, 2, 3]);
+  tf.tidy(() => queue.enqueue(keysOf(4, 5, 6, 7)));
+  // 4, 5 fill rows 3, 4; 6, 7 wrap to rows 0, 1; row 2 still holds 3.
+  assert.deepEqual(rows(queue).map((r) => r[0]), [6, 7, 3, 4, 5]);
+  assert.deepEqual(rows(queue).map((r) => r[1]), [-6, -7, -3, -4, -5]);
+  assert.equal(queue.pointer.dataSync()[0], 2);
+  // More keys than the queue holds: as if written one by one from row 2 (10..16), so only the newest 5 stay.
+  tf.tidy(() => queue.enqueue(keysOf(10, 11, 12, 13, 14, 15, 16)));
+  assert.deepEqual(rows(queue).map((r) => r[0]), [13, 14, 15, 16, 12]);
+  assert.equal(queue.pointer.dataSync()[0], (2 + 7) % 5);
+  assert.throws(() => queue.enqueue(tf.ones([2, 3])), /keys must be \[n, 2\]/);
+  queue.dispose();
+});
+
+test('KeyQueue.stage holds keys until commit; a restored state dict restores keys and pointer', () => {
+  const queue = new KeyQueue(4, 2);
+  const before = tf.memory().numTensors;
+  tf.tidy(() => queue.stage(keysOf(1, 2)));
+  assert.equal(queue.pointer.dataSync()[0], 0, 'stage does not enqueue');
+  tf.tidy(() => queue.commit());
+  assert.equal(queue.pointer.dataSync()[0], 2);
+  assert.deepEqual(rows(queue).slice(0, 2).map((r) => r[0]), [1, 2]);
+  assert.equal(tf.memory().numTensors, before, 'no tensor leaks through stage/commit');
+  const copy = new KeyQueue(4, 2, { rng: new Rng(9) });
+  copy.loadStateDict(queue.stateDict());
+  assert.equal(copy.pointer.dataSync()[0], 2);
+  assert.deepEqual(rows(copy), rows(queue));
+  queue.dispose();
+  copy.dispose();
+});
+
+class Tiny extends Module {
+  readonly fc: Linear;
+  readonly bn: BatchNorm2d;
+  constructor(seed: number) {
+    super();
+    this.fc = this.addModule('fc', new Linear(3, 2, { rng: new Rng(seed) }));
+    this.bn = this.addModule('bn', new BatchNorm2d(2));
+  }
+  forward(x: Tensor2D): Tensor2D {
+    return this.bn.forward(this.fc.forward(x));
+  }
+}
+
+test('EmaPair: the twin starts as a copy, holds its weights as buffers, and follows m·ema + (1−m)·online', () => {
+  const online = new Tiny(1);
+  const pair = new EmaPair(online, () => new Tiny(2));
+  assert.equal(pair.target.parameters().length, 0, 'no trainable parameters in the twin');
+  assert.deepEqual(pair.target.namedBuffers().map(([n]) => n).sort(), Object.keys(online.stateDict()).sort());
+  assertClose(pair.target.fc.weight.dataSync(), online.fc.weight.dataSync(), { atol: 0, rtol: 0 }, 'initial copy');
+
+  const ema0 = Float32Array.from(pair.target.fc.weight.dataSync());
+  tf.tidy(() => online.fc.weight.assign(tf.add(online.fc.weight, 1)));
+  tf.tidy(() => online.forward(tf.tensor2d([[1, 2, 3], [0, -1, 4], [2, 2, 2]]))); // moves BN running stats
+  const onlineW = online.fc.weight.dataSync();
+  pair.update(0.9);
+  assertClose(pair.target.fc.weight.dataSync(), ema0.map((e, i) => 0.9 * e + 0.1 * onlineW[i]!), { atol: 1e-6 }, 'EMA weight');
+  assertClose(pair.target.bn.runningMean.dataSync(), online.bn.runningMean.dataSync(), { atol: 0, rtol: 0 }, 'running mean copied');
+  assertClose(pair.target.bn.runningVar.dataSync(), online.bn.runningVar.dataSync(), { atol: 0, rtol: 0 }, 'running var copied');
+  pair.update(1);
+  assertClose(pair.target.fc.weight.dataSync(), ema0.map((e, i) => 0.9 * e + 0.1 * onlineW[i]!), { atol: 1e-6 }, 'm = 1 freezes');
+  assert.throws(() => pair.update(1.5), /momentum must be in \[0, 1\]/);
+  assert.throws(() => new EmaPair(online, () => new Tiny(3).fc as unknown as Tiny), /twin has no/);
+  online.dispose();
+  pair.target.dispose();
+});
+
+test('ProjectionHead and PredictionHead have the papers\' layers', () => {
+  const linear = new ProjectionHead(8, 16, 4, { layers: 1 });
+  assert.deepEqual(linear.dims, [8, 4]);
+  const mlp = new ProjectionHead(8, 16, 4);
+  assert.deepEqual(mlp.dims, [8, 16, 4]);
+  assert.ok(mlp instanceof MLP);
+  assert.deepEqual(Object.keys(mlp.stateDict()).sort(), ['fc0.bias', 'fc0.weight', 'fc1.bias', 'fc1.weight']);
+  const predictor = new PredictionHead(4, 12, 4);
+  assert.deepEqual(Object.keys(predictor.stateDict()).filter((k) => k.startsWith('bn0')).length, 4, 'BN after the hidden layer');
+  const y = tf.tidy(() => predictor.forward(tf.ones([5, 4]) as Tensor2D).shape);
+  assert.deepEqual(y, [5, 4]);
+  assert.throws(() => new ProjectionHead(8, 16, 4, { layers: 0 }), /layers must be an integer >= 1/);
+  [linear, mlp, predictor].forEach((m) => m.dispose());
+});
