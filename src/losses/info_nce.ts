@@ -43,8 +43,3 @@ export function infoNCE(q: Tensor2D, k: Tensor2D, negatives: Tensor2D | null, te
     return tf.mean(tf.sub(tf.logSumExp(logits, 1), diagonal));
   }) as Scalar;
 }
-
-/** Rows scaled to unit L2 norm (the embeddings InfoNCE expects). */
-export function l2Normalize(x: Tensor2D): Tensor2D {
-  return tf.tidy(() => tf.div(x, tf.maximum(tf.norm(x, 'euclidean', 1, true), 1e-12)));
-}

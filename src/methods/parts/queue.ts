@@ -10,7 +10,7 @@ import * as tf from '../../tf.js';
 import type { Tensor, Tensor2D, Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
 import { Rng, normal } from '../../nn/init.js';
-import { l2Normalize } from '../../losses/info_nce.js';
+import { l2Normalize } from '../../losses/normalize.js';
 
 export class KeyQueue extends Module {
   /** [K, D] keys; starts as random unit vectors, as MoCo's initial queue. */
