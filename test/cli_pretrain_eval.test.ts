@@ -47,6 +47,13 @@ test('pretrain (YAML + flags) -> eval knn -> eval linear from cached features', 
   assert.match(linearRun.stderr, /train: 300 images, res5 features from the cache/);
   assert.equal(readdirSync(join(out, 'features')).length, 2);
 
+  // --random-init: the same architecture before training, with features cached apart from the trained ones.
+  const initRun = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--random-init', '--json');
+  const init = JSON.parse(initRun.stdout);
+  assert.match(initRun.stderr, /train: 300 images, res5 features extracted/);
+  assert.notDeepEqual(init.weighted, knn.weighted);
+  assert.equal(readdirSync(join(out, 'features')).length, 4);
+
   const table = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--stage', 'res4');
   assert.match(table.stdout, /kNN on res4 \(16-d\), 300 train -> 200 test images\nprotocol +top-1 +top-5\nk=200 weighted, T=0\.1 +\d+\.\d\d +\d+\.\d\d\nk=20 majority +\d+\.\d\d +\d+\.\d\d\n/);
 });

@@ -30,6 +30,8 @@ export interface EvalFlags {
   cache: boolean;
   /** Image folders only: the fraction held out as the test split. */
   testFraction: number;
+  /** Evaluate the checkpoint's architecture at its random initialisation (the baseline every method must beat). */
+  randomInit?: boolean;
 }
 
 export interface KnnFlags extends EvalFlags {
@@ -114,7 +116,7 @@ export async function prepareEvaluation(flags: EvalFlags, say: (line: string) =>
   const recipe = recipeOptions(config, channels);
   const method = createMethod(config, { channels, numClasses, recipe });
   try {
-    restoreMethod(checkpoint, method);
+    if (!flags.randomInit) restoreMethod(checkpoint, method);
     const dataset = { ...config.dataset, dir: flags.data ?? config.dataset.dir };
     if (flags.data && dataset.name.startsWith('folder:')) dataset.name = `folder:${flags.data}`;
     const sets = await evaluationSets(dataset, config.seed, flags);
@@ -122,7 +124,7 @@ export async function prepareEvaluation(flags: EvalFlags, say: (line: string) =>
     if (classes < 2 || sets.train.labels.some((l) => l < 0)) {
       throw new Error(`${dataset.name}: evaluation needs labelled images (one subfolder per class)`);
     }
-    const checksum = fileChecksum(path);
+    const checksum = flags.randomInit ? `random-init:${config.seed}:${checkpoint.arch}` : fileChecksum(path);
     const cacheDir = flags.cache ? join(dirname(path), 'features') : null;
     const size = config.dataset.size;
     const stats = recipe.normalize ?? null;
@@ -206,6 +208,7 @@ function commonOptions(cmd: Command): Command {
     .option('--test-fraction <f>', 'image folders: fraction held out as the test split', nonNegativeNumber, 0.2)
     .option('--batch-size <n>', 'images per forward pass when extracting features', positiveInt, 256)
     .option('--no-cache', 'neither read nor write cached features (cache: <run>/features/)')
+    .option('--random-init', "evaluate the run's architecture at its random initialisation instead (the baseline to beat)")
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'native', 'wasm', 'webgpu', 'cpu']).default('auto'))
     .option('--json', 'print the result as one JSON object on stdout');
 }
