@@ -11,7 +11,10 @@ import { BatchNorm2d, Linear, MLP, Module, Rng } from '../src/nn/index.js';
 import { KeyQueue } from '../src/methods/parts/queue.js';
 import { EmaPair } from '../src/methods/parts/ema.js';
 import { PredictionHead, ProjectionHead } from '../src/methods/parts/heads.js';
-import { assertClose } from './helpers.js';
+import { SplitBatchNorm, batchShuffle, shuffledForward, useSplitBatchNorm } from '../src/methods/parts/split_bn.js';
+import { ResNet } from '../src/nn/index.js';
+import type { Tensor4D } from '@tensorflow/tfjs-core';
+import { assertClose, assertGradientMatchesFiniteDifferences, randomTensor } from './helpers.js';
 
 await useBackend('native');
 
@@ -111,4 +114,51 @@ test('ProjectionHead and PredictionHead have the papers\' layers', () => {
   assert.deepEqual(y, [5, 4]);
   assert.throws(() => new ProjectionHead(8, 16, 4, { layers: 0 }), /layers must be an integer >= 1/);
   [linear, mlp, predictor].forEach((m) => m.dispose());
+});
+
+test('SplitBatchNorm equals plain BN on each group, running stats the groups\' mean; its gradient is right', () => {
+  const x = randomTensor([8, 2, 2, 3], 5, -2, 3) as Tensor4D;
+  const split = useSplitBatchNorm(new BatchNorm2d(3), 4);
+  assert.ok(split instanceof SplitBatchNorm);
+  tf.tidy(() => {
+    split.weight.assign(tf.tensor1d([1, 2, 0.5]));
+    split.bias.assign(tf.tensor1d([0, -1, 3]));
+  });
+  const plain = Array.from({ length: 4 }, () => new BatchNorm2d(3));
+  const expected = tf.tidy(() =>
+    tf.concat(plain.map((bn, g) => {
+      bn.loadStateDict(split.stateDict());
+      return bn.forward(tf.slice(x, [2 * g, 0, 0, 0], [2, 2, 2, 3]));
+    })).dataSync(),
+  );
+  assertClose(tf.tidy(() => split.forward(x).dataSync()), expected, { atol: 1e-5 }, 'output');
+  const meanOf = (pick: (bn: BatchNorm2d) => Float32Array) =>
+    [0, 1, 2].map((c) => plain.reduce((s, bn) => s + pick(bn)[c]!, 0) / plain.length);
+  assertClose(split.runningMean.dataSync(), meanOf((bn) => bn.runningMean.dataSync() as Float32Array), { atol: 1e-6 }, 'running mean');
+  assertClose(split.runningVar.dataSync(), meanOf((bn) => bn.runningVar.dataSync() as Float32Array), { atol: 1e-6 }, 'running var');
+  assertGradientMatchesFiniteDifferences((v) => tf.sum(tf.mul(split.forward(v), tf.range(0, 96).reshape([8, 2, 2, 3]))), x, { eps: 1e-2, atol: 5e-3 });
+  assert.throws(() => split.forward(tf.ones([6, 1, 1, 3])), /a batch of 6 does not split into 4 equal groups/);
+  split.eval();
+  assertClose(tf.tidy(() => split.forward(x).dataSync()), tf.tidy(() => { const bn = new BatchNorm2d(3); bn.loadStateDict(split.stateDict()); bn.eval(); const y = bn.forward(x).dataSync(); bn.dispose(); return y; }), { atol: 1e-6 }, 'eval mode is plain BN');
+  [split, ...plain].forEach((m) => m.dispose());
+  x.dispose();
+});
+
+test('useSplitBatchNorm on a ResNet: a training forward equals one forward per group; shuffledForward restores the order', () => {
+  const net = new ResNet({ depth: 18, width: 4, stem: 'cifar', inChannels: 1, seed: 3 });
+  const names = Object.keys(net.stateDict());
+  useSplitBatchNorm(net, 2);
+  assert.deepEqual(Object.keys(net.stateDict()), names, 'same state dict');
+  const x = randomTensor([4, 8, 8, 1], 6) as Tensor4D;
+  const whole = tf.tidy(() => net.features(x).dataSync());
+  useSplitBatchNorm(net, 1);
+  const halves = tf.tidy(() => tf.concat([net.features(tf.slice(x, 0, 2)), net.features(tf.slice(x, 2, 2))]).dataSync());
+  assertClose(whole, halves, { atol: 1e-4 }, 'grouped forward');
+  const { perm, inverse } = batchShuffle(6, new Rng(4));
+  assert.deepEqual([...perm].sort(), [0, 1, 2, 3, 4, 5]);
+  assert.deepEqual([...inverse].map((i) => perm[i]), [0, 1, 2, 3, 4, 5]);
+  const rowsBack = tf.tidy(() => shuffledForward(tf.range(0, 6).reshape([6, 1]), new Rng(4), (s) => tf.mul(s, 2)).dataSync());
+  assert.deepEqual([...rowsBack], [0, 2, 4, 6, 8, 10]);
+  net.dispose();
+  x.dispose();
 });
