@@ -43,18 +43,18 @@ test('update: normalise(0.5 v + 0.5 f) on the given rows only, worked by hand', 
   memory.dispose();
 });
 
-test('defer keeps a detached copy and flush applies it once: the bank does not move during the step', () => {
+test('stage keeps a detached copy and commit applies it once: the bank does not move during the step', () => {
   const memory = new MemoryBank(4, 2);
   memory.loadStateDict({ bank: tf.tensor2d([[1, 0], [1, 0], [1, 0], [1, 0]]) });
   const before = Array.from(memory.bank.dataSync());
   const features = tf.tensor2d([[0, 1], [0, 1]]) as Tensor2D;
-  memory.defer(Int32Array.from([1, 3]), features);
+  memory.stage(Int32Array.from([1, 3]), features);
   features.dispose(); // the bank holds its own copy
   assert.deepEqual(Array.from(memory.bank.dataSync()), before);
   const live = tf.memory().numTensors;
-  memory.flush();
-  memory.flush(); // nothing pending: a no-op
-  assert.equal(tf.memory().numTensors, live - 1, 'the deferred copy is freed');
+  memory.commit();
+  memory.commit(); // nothing pending: a no-op
+  assert.equal(tf.memory().numTensors, live - 1, 'the staged copy is freed');
   const s = Math.SQRT1_2;
   assertClose(Array.from(memory.bank.dataSync()), [1, 0, s, s, 1, 0, s, s], { atol: 1e-6 });
   memory.dispose();

@@ -4,6 +4,10 @@ import { FASHION_MNIST_STATS, type RecipeOptions } from '../data/index.js';
 import type { RunConfig } from '../train/config.js';
 import type { Method } from './method.js';
 import { Supervised } from './supervised.js';
+import { InsDis } from './insdis.js';
+import { SimCLR } from './simclr.js';
+import { BYOL } from './byol.js';
+import { PIRL } from './pirl.js';
 
 /** What a factory learns about the training data besides the config. */
 export interface MethodData {
@@ -17,7 +21,13 @@ export interface MethodData {
 
 export type MethodFactory = (config: RunConfig, data: MethodData) => Method;
 
-const registry = new Map<string, MethodFactory>([['supervised', (config, data) => Supervised.fromConfig(config, data)]]);
+const registry = new Map<string, MethodFactory>([
+  ['supervised', (config, data) => Supervised.fromConfig(config, data)],
+  ['insdis', (config, data) => InsDis.fromConfig(config, data)],
+  ['simclr', (config, data) => SimCLR.fromConfig(config, data)],
+  ['byol', (config, data) => BYOL.fromConfig(config, data)],
+  ['pirl', (config, data) => PIRL.fromConfig(config, data)],
+]);
 
 /** Adds (or replaces) a method; for plug-ins and tests. */
 export function registerMethod(name: string, factory: MethodFactory): void {

@@ -65,18 +65,18 @@ export class MemoryBank extends Module {
   }
 
   /**
-   * Keeps (a detached copy of) this step's features for `flush`, which the
+   * Keeps (a detached copy of) this step's features for `commit`, which the
    * method calls from afterStep: the bank must not change while the loss that
    * read it is being differentiated.
    */
-  defer(indices: Int32Array, features: Tensor2D): void {
+  stage(indices: Int32Array, features: Tensor2D): void {
     this.check(indices);
     this.pending?.features.dispose();
     this.pending = { indices: indices.slice(), features: tf.keep(detach(features)) };
   }
 
-  /** Applies the deferred update, if any. */
-  flush(momentum = this.momentum): void {
+  /** Applies the staged update, if any. */
+  commit(momentum = this.momentum): void {
     if (!this.pending) return;
     const { indices, features } = this.pending;
     this.pending = null;

@@ -1,0 +1,84 @@
+// InsDis: instance discrimination with a memory bank (Wu et al. 2018).
+//
+//   v   = normalise(W f(x))                 128-d embedding of one view
+//   pos = M[i]                              the image's own bank entry
+//   neg = M[j_1..j_K], j ~ U(N)             sampled bank entries (eq. 4 samples, NCE)
+//   L   = InfoNCE(v, pos, neg, T = 0.07)    the softmax form of eq. 2 over pos + neg
+//   after the step: M[i] <- normalise(0.5 M[i] + 0.5 v)   (eq. 7, momentum 0.5)
+//
+// The paper's NCE approximation (eq. 5-6) is replaced by InfoNCE over the
+// same sampled negatives, the form later work (MoCo, PIRL) converged on.
+// Small-data defaults: K = 4096 as the paper; a bank of a few hundred images
+// is sampled with replacement, so negatives repeat, which does no harm.
+import { z } from 'zod';
+import type { Tensor2D } from '@tensorflow/tfjs-core';
+import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';
+import { infoNCE } from '../losses/info_nce.js';
+import { l2Normalize } from '../losses/normalize.js';
+import { Rng } from '../nn/init.js';
+import type { ResNet } from '../nn/resnet.js';
+import type { RunConfig } from '../train/config.js';
+import type { MethodData } from './index.js';
+import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
+import { ProjectionHead } from './parts/heads.js';
+import { MemoryBank } from './parts/memory_bank.js';
+import { backboneFor, parseMethodOptions, stepSeed, trainingSetSize } from './parts/options.js';
+
+export const InsDisOptions = z
+  .object({
+    /** Embedding and bank width. */
+    dim: z.number().int().positive().default(128),
+    temperature: z.number().positive().default(0.07),
+    /** Bank entries drawn as negatives per step. */
+    negatives: z.number().int().positive().default(4096),
+    /** Bank update momentum (eq. 7). */
+    bankMomentum: z.number().min(0).lt(1).default(0.5),
+    /** Bank rows; default: the training set's size from `dataset`. */
+    bankSize: z.number().int().positive().optional(),
+  })
+  .strict();
+export type InsDisOptions = z.infer<typeof InsDisOptions>;
+
+export class InsDis extends Method {
+  readonly name = 'insdis';
+  readonly backbone: ResNet;
+  /** The 128-d linear embedding that replaces the classifier (section 3.1). */
+  readonly head: ProjectionHead;
+  readonly memory: MemoryBank;
+
+  constructor(
+    backbone: ResNet,
+    readonly options: InsDisOptions & { bankSize: number },
+    private readonly recipe: RecipeOptions,
+    private readonly seed = 0,
+  ) {
+    super();
+    this.backbone = this.addModule('backbone', backbone);
+    const rng = new Rng(seed + 1);
+    this.head = this.addModule('head', new ProjectionHead(backbone.featureDim, 0, options.dim, { layers: 1, rng }));
+    this.memory = this.addModule('memory', new MemoryBank(options.bankSize, options.dim, { momentum: options.bankMomentum, seed: seed + 2 }));
+  }
+
+  static fromConfig(config: RunConfig, data: MethodData): InsDis {
+    const o = parseMethodOptions('insdis', InsDisOptions, config);
+    const options = { ...o, bankSize: trainingSetSize('insdis', config, o.bankSize) };
+    return new InsDis(backboneFor(config, data.channels), options, data.recipe, config.seed);
+  }
+
+  pipeline(): PipelineSpec {
+    return { outputs: [{ kind: 'view', name: 'view', view: mocoV2View(this.recipe) }] };
+  }
+
+  loss(batch: TensorBatch, ctx: StepContext): LossOutput {
+    const v = l2Normalize(this.head.forward(this.backbone.features(batch.views.view!)) as Tensor2D, 1);
+    const positive = this.memory.get(batch.indices);
+    const negatives = this.memory.sample(this.options.negatives, new Rng(stepSeed(this.seed, ctx.step)));
+    const loss = infoNCE(v, positive, negatives, this.options.temperature);
+    this.memory.stage(batch.indices, v);
+    return { loss, terms: { nce: loss } };
+  }
+
+  override afterStep(): void {
+    this.memory.commit();
+  }
+}

@@ -1,0 +1,101 @@
+// PIRL: pretext-invariant representations (Misra & van der Maaten 2020).
+//
+//   f(v_I)  = normalise(W_f pool(res5(I)))                 image branch
+//   g(v_IT) = normalise(W_g [W_p pool(res5(p_1)) .. W_p pool(res5(p_9))])
+//             each of the 9 jigsaw patches (already in random order) through
+//             the backbone and a linear head, concatenated, then linear to 128
+//   L = λ L_NCE(m_I, g(v_IT)) + (1 - λ) L_NCE(m_I, f(v_I)),  λ = 0.5   (eq. 5)
+//       with m_I the image's memory-bank entry as the positive and sampled
+//       bank entries as the negatives (eq. 3-4; InfoNCE in place of NCE)
+//   after the step: m_I <- normalise(0.5 m_I + 0.5 f(v_I))              (section 3.2)
+//
+// Small-data defaults: 4096 negatives (the paper: 32,000 of 1.28M images),
+// T = 0.07; patches are 16 px of a 32 px view (recipes.ts's jigsaw set).
+import { z } from 'zod';
+import * as tf from '../tf.js';
+import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
+import { pirlPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
+import { infoNCE } from '../losses/info_nce.js';
+import { l2Normalize } from '../losses/normalize.js';
+import { Rng } from '../nn/init.js';
+import { Linear } from '../nn/layers.js';
+import type { ResNet } from '../nn/resnet.js';
+import type { RunConfig } from '../train/config.js';
+import type { MethodData } from './index.js';
+import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
+import { MemoryBank } from './parts/memory_bank.js';
+import { backboneFor, parseMethodOptions, stepSeed, trainingSetSize } from './parts/options.js';
+
+const PATCHES = 9;
+
+export const PIRLOptions = z
+  .object({
+    dim: z.number().int().positive().default(128),
+    temperature: z.number().positive().default(0.07),
+    negatives: z.number().int().positive().default(4096),
+    /** λ of eq. 5: the weight of the jigsaw term. */
+    lambda: z.number().min(0).max(1).default(0.5),
+    bankMomentum: z.number().min(0).lt(1).default(0.5),
+    /** Bank rows; default: the training set's size from `dataset`. */
+    bankSize: z.number().int().positive().optional(),
+  })
+  .strict();
+export type PIRLOptions = z.infer<typeof PIRLOptions>;
+
+export class PIRL extends Method {
+  readonly name = 'pirl';
+  readonly backbone: ResNet;
+  readonly imageHead: Linear;
+  readonly patchHead: Linear;
+  readonly jigsawHead: Linear;
+  readonly memory: MemoryBank;
+
+  constructor(
+    backbone: ResNet,
+    readonly options: PIRLOptions & { bankSize: number },
+    private readonly recipe: RecipeOptions,
+    private readonly seed = 0,
+  ) {
+    super();
+    const { dim } = options;
+    const rng = new Rng(seed + 1);
+    this.backbone = this.addModule('backbone', backbone);
+    this.imageHead = this.addModule('imageHead', new Linear(backbone.featureDim, dim, { rng }));
+    this.patchHead = this.addModule('patchHead', new Linear(backbone.featureDim, dim, { rng }));
+    this.jigsawHead = this.addModule('jigsawHead', new Linear(PATCHES * dim, dim, { rng }));
+    this.memory = this.addModule('memory', new MemoryBank(options.bankSize, dim, { momentum: options.bankMomentum, seed: seed + 2 }));
+  }
+
+  static fromConfig(config: RunConfig, data: MethodData): PIRL {
+    const o = parseMethodOptions('pirl', PIRLOptions, config);
+    return new PIRL(backboneFor(config, data.channels), { ...o, bankSize: trainingSetSize('pirl', config, o.bankSize) }, data.recipe, config.seed);
+  }
+
+  pipeline(): PipelineSpec {
+    return pirlPipeline(this.recipe);
+  }
+
+  /** g(v_IT): [B * 9, p, p, C] patches, sample-major, -> [B, dim]. */
+  jigsawEmbedding(patches: TensorBatch['views'][string]): Tensor2D {
+    const perPatch = this.patchHead.forward(this.backbone.features(patches));
+    const concatenated = tf.reshape(perPatch, [-1, PATCHES * this.options.dim]) as Tensor2D;
+    return l2Normalize(this.jigsawHead.forward(concatenated), 1);
+  }
+
+  loss(batch: TensorBatch, ctx: StepContext): LossOutput {
+    const { temperature, negatives: count, lambda } = this.options;
+    const image = l2Normalize(this.imageHead.forward(this.backbone.features(batch.views.view!)), 1);
+    const jigsaw = this.jigsawEmbedding(batch.views.jigsaw!);
+    const memory = this.memory.get(batch.indices);
+    const negatives = this.memory.sample(count, new Rng(stepSeed(this.seed, ctx.step)));
+    const jigsawTerm = infoNCE(jigsaw, memory, negatives, temperature);
+    const imageTerm = infoNCE(image, memory, negatives, temperature);
+    const loss = tf.add(tf.mul(jigsawTerm, lambda), tf.mul(imageTerm, 1 - lambda)) as Scalar;
+    this.memory.stage(batch.indices, image);
+    return { loss, terms: { jigsaw: jigsawTerm, image: imageTerm } };
+  }
+
+  override afterStep(): void {
+    this.memory.commit();
+  }
+}

@@ -1,0 +1,71 @@
+// SimCLR (Chen et al. 2020), algorithm 1:
+//
+//   x1, x2 = t(x), t'(x)                      two SimCLR views of each image
+//   h      = f(x)                             the ResNet's pooled features
+//   z      = g(h)                             MLP head: Linear -> BN -> ReLU -> Linear
+//   L      = NT-Xent(z1, z2, T)               eq. 1 over 2N - 2 in-batch negatives
+//
+// Both views go through the encoder as one batch of 2N, so BN normalises over
+// both (the paper's global BN, on one process). LARS is the paper's optimizer
+// for large batches: choose it with `optimizer: { name: lars }` in the run
+// config (it is the config's choice, not the method's).
+// Small-data defaults: T = 0.5 and a 512-wide head, the paper's CIFAR-10
+// setting (appendix B.9) with a narrower hidden layer for narrow ResNets.
+import { z } from 'zod';
+import * as tf from '../tf.js';
+import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
+import { ntXent } from '../losses/nt_xent.js';
+import { Rng } from '../nn/init.js';
+import type { ResNet } from '../nn/resnet.js';
+import type { RunConfig } from '../train/config.js';
+import type { MethodData } from './index.js';
+import { Method, type LossOutput, type TensorBatch } from './method.js';
+import { ProjectionHead } from './parts/heads.js';
+import { backboneFor, parseMethodOptions } from './parts/options.js';
+
+export const SimCLROptions = z
+  .object({
+    temperature: z.number().positive().default(0.5),
+    hiddenDim: z.number().int().positive().default(512),
+    outDim: z.number().int().positive().default(128),
+  })
+  .strict();
+export type SimCLROptions = z.infer<typeof SimCLROptions>;
+
+export class SimCLR extends Method {
+  readonly name = 'simclr';
+  readonly backbone: ResNet;
+  readonly projector: ProjectionHead;
+
+  constructor(
+    backbone: ResNet,
+    readonly options: SimCLROptions,
+    private readonly recipe: RecipeOptions,
+    seed = 0,
+  ) {
+    super();
+    this.backbone = this.addModule('backbone', backbone);
+    const rng = new Rng(seed + 1);
+    this.projector = this.addModule(
+      'projector',
+      new ProjectionHead(backbone.featureDim, options.hiddenDim, options.outDim, { layers: 2, batchNorm: true, rng }),
+    );
+  }
+
+  static fromConfig(config: RunConfig, data: MethodData): SimCLR {
+    const options = parseMethodOptions('simclr', SimCLROptions, config);
+    return new SimCLR(backboneFor(config, data.channels), options, data.recipe, config.seed);
+  }
+
+  pipeline(): PipelineSpec {
+    return twoViewPipeline('simclr', this.recipe);
+  }
+
+  loss(batch: TensorBatch): LossOutput {
+    const x = tf.concat([batch.views.view1!, batch.views.view2!], 0) as Tensor4D;
+    const [z1, z2] = tf.split(this.projector.forward(this.backbone.features(x)), 2, 0) as [Tensor2D, Tensor2D];
+    const loss = ntXent(z1, z2, this.options.temperature);
+    return { loss, terms: { ntXent: loss } };
+  }
+}

@@ -1,0 +1,96 @@
+// SimCLR and BYOL: their parts (head with BN, EMA target of buffers, the tau
+// schedule driving it), option validation, and a tiny Fashion-MNIST run of
+// each whose loss falls.
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import * as tf from '../src/tf.js';
+import { useBackend } from '../src/backend/select.js';
+import { BYOL } from '../src/methods/byol.js';
+import { createMethod, methodNames } from '../src/methods/index.js';
+import { SimCLR } from '../src/methods/simclr.js';
+import { parseRunConfig, type RunConfig } from '../src/train/config.js';
+import { emaMomentum } from '../src/train/schedules.js';
+import { train } from '../src/train/trainer.js';
+import { assertClose } from './helpers.js';
+
+await useBackend('native');
+
+/** ResNet-18 width 4, 128 Fashion-MNIST images, batches of 32, 3 epochs: 12 steps. */
+function tinyConfig(method: string, over: Record<string, unknown> = {}): RunConfig {
+  return parseRunConfig({
+    method,
+    out: join(mkdtempSync(join(tmpdir(), `selfsup-${method}-`)), 'run'),
+    backend: 'native',
+    workers: 0,
+    epochs: 3,
+    batchSize: 32,
+    dataset: { limit: 128 },
+    model: { width: 4 },
+    optimizer: { lr: 0.1 },
+    onlineKnn: { every: 0 },
+    ...over,
+  });
+}
+
+async function epochLosses(config: RunConfig): Promise<number[]> {
+  const started = performance.now();
+  const result = await train(config, { quiet: true, log: () => undefined });
+  const losses = result.metrics.map((m) => m.loss);
+  console.log(`# ${config.method}: ${result.steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s, epoch losses ${losses.map((l) => l.toFixed(3)).join(' ')}`);
+  return losses;
+}
+
+test('simclr and byol are registered; unknown or bad methodOptions are errors naming the method and key', () => {
+  assert.ok(methodNames().includes('simclr') && methodNames().includes('byol'));
+  assert.throws(() => createMethod(tinyConfig('simclr', { methodOptions: { temprature: 0.5 } })), /methodOptions for simclr.*\n.*temprature/s);
+  assert.throws(() => createMethod(tinyConfig('byol', { methodOptions: { momentumBase: 2 } })), /methodOptions for byol.*\n\s+momentumBase/s);
+});
+
+test('SimCLR: an MLP head with BN on the backbone; its loss is NT-Xent of the two views', () => {
+  const method = createMethod(tinyConfig('simclr')) as SimCLR;
+  assert.equal(method.options.temperature, 0.5);
+  const names = method.namedParameters().map(([n]) => n);
+  assert.ok(names.includes('projector.fc0.weight') && names.includes('projector.bn0.weight') && names.includes('projector.fc1.weight'), names.join());
+  const view = tf.randomNormal([4, 32, 32, 1], 0, 1, 'float32', 1) as tf.Tensor4D;
+  const out = method.loss({ views: { view1: view, view2: view }, aux: {}, labels: tf.zeros([4], 'int32'), indices: Int32Array.from([0, 1, 2, 3]) });
+  const loss = out.loss.dataSync()[0]!;
+  // Identical views: each anchor's positive is its twin, at cos 1; the loss is below log(2N - 1).
+  assert.ok(Number.isFinite(loss) && loss < Math.log(7), `loss ${loss}`);
+  tf.dispose([view, out.loss]);
+  method.dispose();
+});
+
+test('BYOL: the target is an untrained copy; afterStep moves it by the cosine tau schedule', () => {
+  const method = createMethod(tinyConfig('byol')) as BYOL;
+  const params = new Set(method.parameters());
+  const state = method.stateDict();
+  const online = state['projector.fc1.weight']!;
+  const target = state['targetProjector.fc1.weight']!;
+  assert.ok(!params.has(target as tf.Variable) && params.has(online as tf.Variable), 'target weights are buffers');
+  assert.ok(Object.keys(state).some((k) => k.startsWith('targetBackbone.layer4.')));
+  assert.deepEqual(Array.from(target.dataSync()), Array.from(online.dataSync()), 'the target starts as a copy');
+
+  // Move the online weight, then one EMA step at step 50 of 100: tau = 1 - 0.004 (cos(pi/2) + 1) / 2 = 0.998.
+  const before = Float32Array.from(target.dataSync());
+  (online as tf.Variable).assign(tf.add(online, 1));
+  const ctx = { step: 50, epoch: 0, totalSteps: 100 };
+  assertClose([method.tau(ctx)], [0.998], { atol: 1e-12 });
+  assert.equal(method.tau(ctx), emaMomentum(50, 100, 0.996));
+  tf.tidy(() => method.afterStep(ctx));
+  const moved = Array.from(online.dataSync(), (o, i) => 0.998 * before[i]! + 0.002 * o);
+  assertClose(Array.from(target.dataSync()), moved, { atol: 1e-6 }, 'tau * target + (1 - tau) * online');
+  method.dispose();
+});
+
+test('tiny SimCLR run on Fashion-MNIST: the NT-Xent loss falls', async () => {
+  const losses = await epochLosses(tinyConfig('simclr'));
+  assert.ok(losses.at(-1)! < losses[0]! - 0.1, `epoch losses ${losses.join(' ')}`);
+});
+
+test('tiny BYOL run on Fashion-MNIST: the symmetrised negative-cosine loss falls', async () => {
+  const losses = await epochLosses(tinyConfig('byol', { methodOptions: { momentumBase: 0.99 } }));
+  assert.ok(losses.at(-1)! < losses[0]! - 0.1, `epoch losses ${losses.join(' ')}`);
+});
