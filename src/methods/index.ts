@@ -4,6 +4,8 @@ import { FASHION_MNIST_STATS, type RecipeOptions } from '../data/index.js';
 import type { RunConfig } from '../train/config.js';
 import type { Method } from './method.js';
 import { Supervised } from './supervised.js';
+import { MoCo } from './moco.js';
+import { DetCo } from './detco.js';
 import { InsDis } from './insdis.js';
 import { SimCLR } from './simclr.js';
 import { BYOL } from './byol.js';
@@ -23,6 +25,9 @@ export type MethodFactory = (config: RunConfig, data: MethodData) => Method;
 
 const registry = new Map<string, MethodFactory>([
   ['supervised', (config, data) => Supervised.fromConfig(config, data)],
+  ['mocov1', (config, data) => MoCo.fromConfig('v1', config, data)],
+  ['mocov2', (config, data) => MoCo.fromConfig('v2', config, data)],
+  ['detco', (config, data) => DetCo.fromConfig(config, data)],
   ['insdis', (config, data) => InsDis.fromConfig(config, data)],
   ['simclr', (config, data) => SimCLR.fromConfig(config, data)],
   ['byol', (config, data) => BYOL.fromConfig(config, data)],

@@ -1,0 +1,142 @@
+// MoCo v1 (He et al. 2020) and v2 (Chen et al. 2020, "Improved baselines"),
+// following the pseudo-code of v1's Algorithm 1:
+//
+//   q = normalize(g(f_q(x1)))                      query encoder
+//   k = normalize(g_k(f_k(shuffle(x2))))[unshuffle] key encoder, no gradient
+//   loss = InfoNCE(q, k, queue, T)                 eq. 1
+//   θ_k <- m θ_k + (1 - m) θ_q;  enqueue(k)        eq. 2, after the step
+//
+// v1: linear 128-d head, T = 0.07. v2: 2-layer MLP head, T = 0.2, blur and
+// stronger colour jitter; its cosine schedule is the run config's default.
+//
+// Small-data defaults (Fashion-MNIST, 20k images, batch 256, a few epochs):
+// - queueLength 4096: 16 batches, about 1/5 of an epoch, so queued keys are
+//   never much staler than the paper's 65536 of 1.28M images are.
+// - momentum 0.99, not the paper's 0.999: 0.999 averages over ~1000 steps, and
+//   a 400-step run would still contrast against keys from a mostly random
+//   key encoder (0.999^400 = 0.67 of the initial weights remain).
+// - bnSplits 4: shuffle-BN over 4 emulated GPUs of 64 images at batch 256.
+import { z } from 'zod';
+import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { mocoV2View, type PipelineSpec, type RecipeOptions, type ViewSpec } from '../data/index.js';
+import { infoNCE } from '../losses/info_nce.js';
+import { l2Normalize } from '../losses/normalize.js';
+import { Rng } from '../nn/init.js';
+import { noGrad } from '../nn/module.js';
+import { ResNet, type ResNetDepth, type ResNetOptions } from '../nn/resnet.js';
+import type { RunConfig } from '../train/config.js';
+import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
+import { EmaPair } from './parts/ema.js';
+import { ProjectionHead } from './parts/heads.js';
+import { KeyQueue } from './parts/queue.js';
+import { shuffledForward, useSplitBatchNorm } from './parts/split_bn.js';
+
+/** What a method factory learns about the data (src/methods/index.ts MethodData). */
+export interface MethodDataLike {
+  channels: number;
+  recipe: RecipeOptions;
+}
+
+/** Validates `config.methodOptions` against `schema`; unknown keys and bad values are errors naming the key. */
+export function parseMethodOptions<S extends z.ZodTypeAny>(method: string, schema: S, raw: unknown): z.infer<S> {
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((i) => `  methodOptions.${i.path.join('.') || '(root)'}: ${i.message}`);
+  throw new Error(`${method}: methodOptions are invalid:\n${lines.join('\n')}`);
+}
+
+/** The backbone a run config describes. */
+export function backboneOptions(config: RunConfig, data: MethodDataLike): ResNetOptions {
+  const { arch, width, stem } = config.model;
+  return { depth: Number(arch.slice('resnet'.length)) as ResNetDepth, width, stem, inChannels: data.channels, seed: config.seed };
+}
+
+export const MoCoOptions = z
+  .object({
+    /** Keys in the queue (negatives per query). */
+    queueLength: z.number().int().positive().default(4096),
+    /** Embedding size. */
+    dim: z.number().int().positive().default(128),
+    /** Default 0.07 (v1) or 0.2 (v2). */
+    temperature: z.number().positive().optional(),
+    /** Key-encoder EMA momentum m. */
+    momentum: z.number().min(0).max(1).default(0.99),
+    /** Shuffle-BN groups (emulated GPUs); 1 = plain BN. */
+    bnSplits: z.number().int().positive().default(4),
+  })
+  .strict();
+export type MoCoOptions = z.infer<typeof MoCoOptions>;
+
+export type MoCoVersion = 'v1' | 'v2';
+
+/** MoCo v1's augmentation: crop, grey 20%, colour jitter 0.4 always, flip; no blur. */
+function mocoV1View(o: RecipeOptions): ViewSpec {
+  return { ...mocoV2View(o), jitter: { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.4, p: 1 }, blur: null };
+}
+
+export class MoCo extends Method {
+  readonly name: string;
+  readonly backbone: ResNet;
+  readonly head: ProjectionHead;
+  readonly momentumPairs: [EmaPair<ResNet>, EmaPair<ProjectionHead>];
+  readonly keyQueue: KeyQueue;
+  readonly temperature: number;
+  readonly momentum: number;
+  private readonly seed: number;
+
+  constructor(
+    readonly version: MoCoVersion,
+    backbone: ResNetOptions,
+    private readonly recipe: RecipeOptions,
+    o: MoCoOptions,
+  ) {
+    super();
+    this.name = `moco${version}`;
+    this.temperature = o.temperature ?? (version === 'v1' ? 0.07 : 0.2);
+    this.momentum = o.momentum;
+    this.seed = backbone.seed ?? 0;
+    const build = () => useSplitBatchNorm(new ResNet(backbone), o.bnSplits);
+    this.backbone = this.addModule('backbone', build());
+    const d = this.backbone.featureDim;
+    const buildHead = () => new ProjectionHead(d, d, o.dim, { layers: version === 'v1' ? 1 : 2, rng: new Rng(this.seed + 1) });
+    this.head = this.addModule('head', buildHead());
+    this.momentumPairs = [new EmaPair(this.backbone, build), new EmaPair(this.head, buildHead)];
+    this.addModule('momentumBackbone', this.momentumPairs[0].target);
+    this.addModule('momentumHead', this.momentumPairs[1].target);
+    this.keyQueue = this.addModule('keyQueue', new KeyQueue(o.queueLength, o.dim, { rng: new Rng(this.seed + 2) }));
+  }
+
+  static fromConfig(version: MoCoVersion, config: RunConfig, data: MethodDataLike): MoCo {
+    const o = parseMethodOptions(`moco${version}`, MoCoOptions, config.methodOptions);
+    return new MoCo(version, backboneOptions(config, data), data.recipe, o);
+  }
+
+  pipeline(): PipelineSpec {
+    const view = this.version === 'v1' ? mocoV1View(this.recipe) : mocoV2View(this.recipe);
+    return { outputs: [{ kind: 'view', name: 'view1', view }, { kind: 'view', name: 'view2', view }] };
+  }
+
+  query(x: Tensor4D): Tensor2D {
+    return l2Normalize(this.head.forward(this.backbone.features(x)));
+  }
+
+  /** Keys of the momentum encoder, with shuffle-BN and no gradient. */
+  key(x: Tensor4D, step: number): Tensor2D {
+    const [backbone, head] = this.momentumPairs.map((p) => p.target) as [ResNet, ProjectionHead];
+    const rng = new Rng(this.seed * 7919 + step);
+    return noGrad(() => shuffledForward(x, rng, (s) => l2Normalize(head.forward(backbone.features(s as Tensor4D)))));
+  }
+
+  loss(batch: TensorBatch, ctx: StepContext): LossOutput {
+    const q = this.query(batch.views.view1!);
+    const k = this.key(batch.views.view2!, ctx.step);
+    this.keyQueue.stage(k);
+    const loss = infoNCE(q, k, this.keyQueue.keys as Tensor2D, this.temperature);
+    return { loss, terms: { infoNCE: loss } };
+  }
+
+  override afterStep(): void {
+    for (const pair of this.momentumPairs) pair.update(this.momentum);
+    this.keyQueue.commit();
+  }
+}

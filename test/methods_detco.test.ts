@@ -1,0 +1,139 @@
+// DetCo: loss terms per ablation switch, stage weights, separate global and
+// local queues, the local head's shapes, and a short end-to-end run through
+// the trainer.
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import * as tf from '../src/tf.js';
+import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/backend/select.js';
+import { createMethod, type TensorBatch } from '../src/methods/index.js';
+import { DetCo, LocalHead, STAGES, STAGE_WEIGHTS } from '../src/methods/detco.js';
+import { Rng } from '../src/nn/init.js';
+import { parseRunConfig } from '../src/train/config.js';
+import { readCheckpoint } from '../src/train/checkpoint.js';
+import { train } from '../src/train/trainer.js';
+import { assertClose, randomTensor } from './helpers.js';
+
+await useBackend('native');
+
+const detco = (methodOptions: Record<string, unknown> = {}) =>
+  createMethod(parseRunConfig({ out: '/tmp/unused', method: 'detco', methodOptions: { queueLength: 8, bnSplits: 2, ...methodOptions }, model: { width: 4 } })) as DetCo;
+
+const B = 4;
+function batchOf(seed: number): TensorBatch {
+  return {
+    views: {
+      view1: randomTensor([B, 16, 16, 1], seed) as Tensor4D,
+      view2: randomTensor([B, 16, 16, 1], seed + 1) as Tensor4D,
+      jigsaw1: randomTensor([B * 9, 8, 8, 1], seed + 2) as Tensor4D,
+      jigsaw2: randomTensor([B * 9, 8, 8, 1], seed + 3) as Tensor4D,
+    },
+    aux: {},
+    labels: tf.zeros([B], 'int32'),
+    indices: new Int32Array(B),
+  };
+}
+const disposeBatch = (b: TensorBatch) => tf.dispose([...Object.values(b.views), b.labels]);
+const ctx = { step: 0, epoch: 0, totalSteps: 1 };
+
+test('DetCo logs one term per contrast and stage: baseline 1, +HIC 4, +CGLC 3, +HIC+CGLC 12', () => {
+  const batch = batchOf(1);
+  const cases: Array<[Record<string, boolean>, string[]]> = [
+    [{ hic: false, cglc: false }, ['gg_res5']],
+    [{ hic: true, cglc: false }, STAGES.map((s) => `gg_${s}`)],
+    [{ hic: false, cglc: true }, ['gg_res5', 'll_res5', 'lg_res5']],
+    [{ hic: true, cglc: true }, STAGES.flatMap((s) => [`gg_${s}`, `ll_${s}`, `lg_${s}`])],
+  ];
+  for (const [switches, expected] of cases) {
+    const m = detco(switches);
+    const names = tf.tidy(() => Object.keys(m.loss(batch, ctx).terms));
+    assert.deepEqual(names.sort(), [...expected].sort(), JSON.stringify(switches));
+    assert.deepEqual(m.pipeline().outputs.map((o) => o.name), switches.cglc ? ['view1', 'view2', 'jigsaw1', 'jigsaw2'] : ['view1', 'view2']);
+    assert.equal(Object.keys(m.globalQueues).length + Object.keys(m.localQueues).length, switches.hic ? (switches.cglc ? 8 : 4) : switches.cglc ? 2 : 1);
+    m.dispose();
+  }
+  assert.throws(() => detco({ hic: 'yes' }), /methodOptions\.hic/);
+  assert.throws(() => detco({ stageWeights: [1] }), /stageWeights/);
+  disposeBatch(batch);
+});
+
+test('DetCo loss is the stage-weighted sum of its terms (0.1, 0.4, 0.7, 1.0)', () => {
+  const batch = batchOf(2);
+  const m = detco();
+  const { loss, terms } = tf.tidy(() => {
+    const out = m.loss(batch, ctx);
+    return { loss: out.loss.dataSync()[0]!, terms: Object.fromEntries(Object.entries(out.terms).map(([k, v]) => [k, v.dataSync()[0]!])) };
+  });
+  const expected = STAGES.reduce((sum, s) => sum + STAGE_WEIGHTS[s] * (terms[`gg_${s}`]! + terms[`ll_${s}`]! + terms[`lg_${s}`]!), 0);
+  assertClose([loss], [expected], { atol: 1e-4 });
+  assert.ok(Math.abs(loss - Object.values(terms).reduce((a, b) => a + b, 0)) > 1e-2, 'weights are not all 1');
+  m.dispose();
+  disposeBatch(batch);
+});
+
+test('DetCo enqueues global keys into the global queues and local keys into the local queues, after the step', () => {
+  const batch = batchOf(3);
+  const m = detco({ hic: true, cglc: true });
+  const snapshot = () => Object.fromEntries([...Object.entries(m.globalQueues).map(([s, q]) => [`g${s}`, q]), ...Object.entries(m.localQueues).map(([s, q]) => [`l${s}`, q!])].map(([n, q]) => [n, (q as typeof m.globalQueues.res2).keys.arraySync() as number[][]]));
+  const before = snapshot();
+  tf.tidy(() => m.loss(batch, ctx).loss);
+  assert.deepEqual(snapshot(), before, 'loss() does not enqueue');
+  const kGlobal = tf.tidy(() => Object.fromEntries(Object.entries(m.keys(batch.views.view2!, 'global', 0)).map(([s, t]) => [s, t.arraySync()])));
+  const kLocal = tf.tidy(() => Object.fromEntries(Object.entries(m.keys(batch.views.jigsaw2!, 'local', 0)).map(([s, t]) => [s, t.arraySync()])));
+  tf.tidy(() => m.afterStep());
+  const after = snapshot();
+  for (const s of STAGES) {
+    assertClose(after[`g${s}`]!.slice(0, B).flat(), (kGlobal[s] as number[][]).flat(), { atol: 1e-5 }, `global queue ${s}`);
+    assertClose(after[`l${s}`]!.slice(0, B).flat(), (kLocal[s] as number[][]).flat(), { atol: 1e-5 }, `local queue ${s}`);
+    assert.deepEqual(after[`g${s}`]!.slice(B), before[`g${s}`]!.slice(B), `rest of global queue ${s} untouched`);
+    assert.equal(m.globalQueues[s].pointer.dataSync()[0], B);
+    assert.equal(m.localQueues[s]!.pointer.dataSync()[0], B);
+  }
+  assert.notDeepEqual(kGlobal.res5, kLocal.res5, 'global and local keys differ');
+  m.dispose();
+  disposeBatch(batch);
+});
+
+test('LocalHead pools each of the 9 patches, concatenates them (9C) and maps to 128 through a C-wide hidden layer', () => {
+  const head = new LocalHead(16, 128, new Rng(0));
+  assert.deepEqual(head.mlp.dims, [144, 16, 128]);
+  const y = tf.tidy(() => head.forward(randomTensor([5 * 9, 16], 1) as Tensor2D).shape);
+  assert.deepEqual(y, [5, 128]);
+  assert.throws(() => tf.tidy(() => head.forward(tf.ones([10, 16]) as Tensor2D)), /not whole sets of 9/);
+  const m = detco();
+  const q = tf.tidy(() => Object.fromEntries(Object.entries(m.queries(randomTensor([2 * 9, 8, 8, 1], 4) as Tensor4D, 'local')).map(([s, t]) => [s, t.shape])));
+  for (const s of STAGES) assert.deepEqual(q[s], [2, 128], s);
+  head.dispose();
+  m.dispose();
+});
+
+test('detco trains end to end through train(): finite losses, the queue advances and is checkpointed', async () => {
+  const out = join(mkdtempSync(join(tmpdir(), 'selfsup-detco-')), 'run');
+  const losses: number[] = [];
+  const started = performance.now();
+  const result = await train(
+    parseRunConfig({
+      out,
+      method: 'detco',
+      methodOptions: { queueLength: 96, bnSplits: 2 },
+      backend: 'native',
+      workers: 0,
+      epochs: 1,
+      batchSize: 32,
+      dataset: { limit: 128 },
+      model: { width: 4 },
+      optimizer: { lr: 0.1 },
+      onlineKnn: { every: 0 },
+    }),
+    { quiet: true, log: () => undefined, onStep: (s) => losses.push(s.loss) },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  console.log(`# detco: ${result.steps} steps in ${seconds.toFixed(1)} s; step losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
+  assert.equal(result.steps, 4);
+  assert.ok(losses.every(Number.isFinite), losses.join(' '));
+  const pointer = readCheckpoint(result.checkpoint).model['localQueue.res2.pointer']!;
+  assert.equal(pointer.data[0], (4 * 32) % 96, 'queue pointer in the checkpoint');
+});

@@ -1,0 +1,108 @@
+// MoCo v1/v2: options, heads and temperatures per version, the loss against
+// infoNCE, what afterStep changes (EMA twin, queue), and a short end-to-end run
+// through the trainer.
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import * as tf from '../src/tf.js';
+import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import { useBackend } from '../src/backend/select.js';
+import { infoNCE } from '../src/losses/info_nce.js';
+import { createMethod, type TensorBatch } from '../src/methods/index.js';
+import { MoCo } from '../src/methods/moco.js';
+import { parseRunConfig } from '../src/train/config.js';
+import { readCheckpoint } from '../src/train/checkpoint.js';
+import { train } from '../src/train/trainer.js';
+import { assertClose, randomTensor } from './helpers.js';
+
+await useBackend('native');
+
+const config = (methodOptions: Record<string, unknown> = {}, method = 'mocov2', over: Record<string, unknown> = {}) =>
+  parseRunConfig({ out: '/tmp/unused', method, methodOptions, model: { width: 4 }, ...over });
+
+function batchOf(n: number, seed: number): TensorBatch {
+  return {
+    views: { view1: randomTensor([n, 16, 16, 1], seed) as Tensor4D, view2: randomTensor([n, 16, 16, 1], seed + 1) as Tensor4D },
+    aux: {},
+    labels: tf.zeros([n], 'int32'),
+    indices: new Int32Array(n),
+  };
+}
+
+test('mocov1 and mocov2: heads, temperatures, views and validated options', () => {
+  const v1 = createMethod(config({ queueLength: 64 }, 'mocov1')) as MoCo;
+  const v2 = createMethod(config({ queueLength: 64 })) as MoCo;
+  assert.equal(v1.name, 'mocov1');
+  assert.deepEqual(v1.head.dims, [32, 128], 'v1: linear 128-d');
+  assert.deepEqual(v2.head.dims, [32, 32, 128], 'v2: MLP');
+  assert.equal(v1.temperature, 0.07);
+  assert.equal(v2.temperature, 0.2);
+  assert.deepEqual(v2.pipeline().outputs.map((o) => o.name), ['view1', 'view2']);
+  assert.deepEqual(v2.keyQueue.keys.shape, [64, 128]);
+  // Only the query encoder trains; the twins and the queue are buffers in the state dict.
+  assert.equal(v2.parameters().length, v2.backbone.parameters().length + v2.head.parameters().length);
+  const state = Object.keys(v2.stateDict());
+  for (const key of ['momentumBackbone.conv1.weight', 'momentumHead.fc1.weight', 'keyQueue.keys', 'keyQueue.pointer']) assert.ok(state.includes(key), key);
+  assert.throws(() => createMethod(config({ queueSize: 10 })), /methodOptions.*unrecognized key.*queueSize|queueSize/is);
+  assert.throws(() => createMethod(config({ temperature: -1 })), /methodOptions\.temperature/);
+  v1.dispose();
+  v2.dispose();
+});
+
+test('MoCo loss is infoNCE of the query against the momentum key and the queue; afterStep moves the twin and fills the queue', () => {
+  const moco = createMethod(config({ queueLength: 16, bnSplits: 2, momentum: 0.5 })) as MoCo;
+  const batch = batchOf(4, 1);
+  const ctx = { step: 0, epoch: 0, totalSteps: 1 };
+  const loss = tf.tidy(() => moco.loss(batch, ctx).loss.dataSync()[0]!);
+  const expected = tf.tidy(() => {
+    const q = moco.query(batch.views.view1!);
+    const k = moco.key(batch.views.view2!, 0);
+    return infoNCE(q, k, moco.keyQueue.keys as Tensor2D, 0.2).dataSync()[0]!;
+  });
+  assertClose([loss], [expected], { atol: 1e-4 });
+  const stagedKeys = tf.tidy(() => moco.key(batch.views.view2!, 0).arraySync());
+
+  const before = tf.memory().numTensors;
+  const fc0 = moco.head.stateDict()['fc0.weight']!;
+  tf.tidy(() => (fc0 as tf.Variable).assign(tf.add(fc0, 1)));
+  const twin = moco.momentumPairs[1].target.stateDict()['fc0.weight']!;
+  const old = Float32Array.from(twin.dataSync());
+  const online = fc0.dataSync();
+  tf.tidy(() => moco.afterStep());
+  assertClose(moco.momentumPairs[1].target.stateDict()['fc0.weight']!.dataSync(), old.map((v, i) => 0.5 * v + 0.5 * online[i]!), { atol: 1e-6 });
+  assert.equal(moco.keyQueue.pointer.dataSync()[0], 4);
+  assertClose((moco.keyQueue.keys.arraySync() as number[][]).slice(0, 4).flat(), stagedKeys.flat(), { atol: 1e-5 }, 'queued keys');
+  assert.ok(tf.memory().numTensors <= before, 'afterStep leaks nothing');
+  tf.dispose([...Object.values(batch.views), batch.labels]);
+  moco.dispose();
+});
+
+test('mocov2 trains end to end through train(): finite losses, the queue advances and is checkpointed', async () => {
+  const out = join(mkdtempSync(join(tmpdir(), 'selfsup-mocov2-')), 'run');
+  const losses: number[] = [];
+  const started = performance.now();
+  const result = await train(
+    parseRunConfig({
+      out,
+      method: 'mocov2',
+      methodOptions: { queueLength: 96, bnSplits: 2 },
+      backend: 'native',
+      workers: 0,
+      epochs: 1,
+      batchSize: 32,
+      dataset: { limit: 128 },
+      model: { width: 4 },
+      optimizer: { lr: 0.1 },
+      onlineKnn: { every: 0 },
+    }),
+    { quiet: true, log: () => undefined, onStep: (s) => losses.push(s.loss) },
+  );
+  const seconds = (performance.now() - started) / 1000;
+  console.log(`# mocov2: ${result.steps} steps in ${seconds.toFixed(1)} s; step losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
+  assert.equal(result.steps, 4);
+  assert.ok(losses.every(Number.isFinite), losses.join(' '));
+  const pointer = readCheckpoint(result.checkpoint).model['keyQueue.pointer']!;
+  assert.equal(pointer.data[0], (4 * 32) % 96, 'queue pointer in the checkpoint');
+});
