@@ -312,22 +312,24 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   const noPytorch = opts.pytorch ? pytorchUnavailable() : '--no-pytorch';
   if (noPytorch && opts.pytorch) say(`note: PyTorch skipped: ${noPytorch}`);
 
-  const report: Array<{ model: ModelSpec; batch: number; results: Record<string, EngineResult>; ratios: Record<string, number> }> = [];
-  for (const spec of models) {
-    const batch = opts.batch ?? spec.batch;
-    const results: Record<string, EngineResult> = {};
-    for (const backend of backends) {
+  // Engines take turns over all models, wasm last: once its multi-gigabyte
+  // heap exists, later native steps in the same process ran 3-4x slower.
+  const results = new Map(models.map((spec) => [spec.key, {} as Record<string, EngineResult>]));
+  const batchOf = (spec: ModelSpec) => opts.batch ?? spec.batch;
+  const timeBackend = async (backend: BackendName) => {
+    for (const spec of models) {
       const n = backend === 'wasm' ? wasmSteps : steps;
-      results[backend] = await timeTfjs(spec, batch, backend, n, opts.warmup, opts.budget);
+      results.get(spec.key)![backend] = await timeTfjs(spec, batchOf(spec), backend, n, opts.warmup, opts.budget);
     }
-    results.pytorch = noPytorch ? { skipped: noPytorch } : await timePytorch(spec, batch, steps, opts.warmup);
-    say(table(spec, batch, results));
-    report.push({ model: spec, batch, results, ratios: modelRatios(results) });
+  };
+  for (const backend of backends.filter((b) => b !== 'wasm')) await timeBackend(backend);
+  for (const spec of models) {
+    results.get(spec.key)!.pytorch = noPytorch ? { skipped: noPytorch } : await timePytorch(spec, batchOf(spec), steps, opts.warmup);
   }
 
   let profile: { model: string; batch: number; backend: string; totalMs: number; kernels: KernelProfileRow[] } | undefined;
   if (profileSpec) {
-    const batch = opts.batch ?? profileSpec.batch;
+    const batch = batchOf(profileSpec);
     for (const backend of backends.filter((b) => !(b === 'cpu' && profileSpec.arch === 'resnet'))) {
       try {
         await useBackend(backend);
@@ -337,15 +339,24 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       log(`profiling one ${profileSpec.id} step on ${backend}`);
       try {
         profile = { model: profileSpec.id, batch, backend, ...(await profileStep(profileSpec, batch)) };
-        say(profileTable(profileSpec, batch, backend, profile));
       } catch (err) {
         say(`\nper-kernel profile failed on ${backend}: ${err instanceof Error ? err.message : String(err)}`);
       }
       break;
     }
   }
+  const loader = opts.loader
+    ? await benchLoader(opts, models.map((spec) => ({ model: spec, results: results.get(spec.key)! })), say)
+    : undefined;
+  if (backends.includes('wasm')) await timeBackend('wasm');
 
-  const loader = opts.loader ? await benchLoader(opts, report, say) : undefined;
+  const report = models.map((spec) => {
+    const r = results.get(spec.key)!;
+    say(table(spec, batchOf(spec), r));
+    return { model: spec, batch: batchOf(spec), results: r, ratios: modelRatios(r) };
+  });
+  if (profile && profileSpec) say(profileTable(profileSpec, profile.batch, profile.backend, profile));
+
 
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(repoRoot(), 'bench', 'results', `${stamp}.json`);
