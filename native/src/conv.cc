@@ -2,6 +2,7 @@
 // [KH, KW, IC/groups, OC] (depthwise: [KH, KW, C, multiplier]), via oneDNN.
 // Weights are reordered into whatever blocked layout the chosen oneDNN
 // implementation prefers; activations stay NHWC end to end.
+#include <algorithm>
 #include <cstdlib>
 
 #include "common.h"
@@ -87,7 +88,9 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvShape& s, bool wit
   return dnnl::convolution_forward::primitive_desc(d, attr, cpuEngine());
 }
 
-void runForward(const ConvShape& s, std::vector<int64_t> key, float* x, float* w, float* b, float* y) {
+// `weights` describes w when it is not in tfjs's [KH, KW, IC, OC] layout.
+void runForward(const ConvShape& s, std::vector<int64_t> key, float* x, float* w, float* b, float* y,
+                const memory::desc* weights = nullptr) {
   key.push_back(b != nullptr);
   auto& fwd = forwardCache.get(keyOf("fwd", key), [&] {
     auto pd = forwardPd(s, b != nullptr, s.relu != 0);
@@ -95,7 +98,7 @@ void runForward(const ConvShape& s, std::vector<int64_t> key, float* x, float* w
   });
   memory dst = stageOutput(s.dst(), y, fwd.dst, dstSlot);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, stageInput(s.src(), x, fwd.src, srcSlot)},
-                                       {DNNL_ARG_WEIGHTS, stageInput(s.userWeights(), w, fwd.weights, weightSlot)},
+                                       {DNNL_ARG_WEIGHTS, stageInput(weights ? *weights : s.userWeights(), w, fwd.weights, weightSlot)},
                                        {DNNL_ARG_DST, dst}};
   if (b) args.insert({DNNL_ARG_BIAS, memory(s.bias(), cpuEngine(), b)});
   fwd.prim.execute(cpuStream(), args);
@@ -129,17 +132,18 @@ void backwardDataByForward(const ConvShape& s, float* dy, float* w, float* dx) {
   std::vector<int64_t> dims{s.n, s.oh, s.ow, s.oc, s.kh, s.kw, s.c, s.h, s.w, 1, 1, s.dh, s.dw,
                             (s.kh - 1) * s.dh - s.pt, (s.kw - 1) * s.dw - s.pl, 0, 0, 1, 0};
   ConvShape t(dims);
+  // Only the spatial flip is copied (one contiguous block per tap); the
+  // in/out channel swap is expressed as strides, so oneDNN's own (parallel)
+  // reorder into its blocked layout does the transposition.
   flippedSlot.resize(s.weightSize());
   float* flipped = flippedSlot.data();
-  // flipped[a][b][o][i] = w[KH-1-a][KW-1-b][i][o]
+  const int64_t tap = s.c * s.oc;
   for (int64_t a = 0; a < s.kh; ++a)
-    for (int64_t b = 0; b < s.kw; ++b) {
-      const float* from = w + ((s.kh - 1 - a) * s.kw + (s.kw - 1 - b)) * s.c * s.oc;
-      float* to = flipped + (a * s.kw + b) * s.oc * s.c;
-      for (int64_t i = 0; i < s.c; ++i)
-        for (int64_t o = 0; o < s.oc; ++o) to[o * s.c + i] = from[i * s.oc + o];
-    }
-  runForward(t, dims, dy, flipped, nullptr, dx);
+    for (int64_t b = 0; b < s.kw; ++b)
+      std::copy_n(w + ((s.kh - 1 - a) * s.kw + (s.kw - 1 - b)) * tap, tap, flipped + (a * s.kw + b) * tap);
+  // Dims of the transposed problem (oc' = C, ic' = OC): element (i, o) of a tap sits at i * OC + o.
+  memory::desc swapped({s.c, s.oc, s.kh, s.kw}, dt::f32, memory::dims{s.oc, 1, s.kw * tap, tap});
+  runForward(t, dims, dy, flipped, nullptr, dx, &swapped);
 }
 
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
