@@ -3,45 +3,17 @@
 // terms, option validation, and a tiny Fashion-MNIST run of each whose loss
 // falls.
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '../src/tf.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
+import { epochLosses, tinyConfig } from './method_runs.js';
 import { createMethod, methodNames, type TensorBatch } from '../src/methods/index.js';
 import { InsDis } from '../src/methods/insdis.js';
 import { PIRL } from '../src/methods/pirl.js';
-import { parseRunConfig, type RunConfig } from '../src/train/config.js';
-import { train } from '../src/train/trainer.js';
 
 await useBackend('native');
 
-/** ResNet-18 width 4, 128 Fashion-MNIST images, batches of 32, 3 epochs: 12 steps. */
-function tinyConfig(method: string, over: Record<string, unknown> = {}): RunConfig {
-  return parseRunConfig({
-    method,
-    out: join(mkdtempSync(join(tmpdir(), `selfsup-${method}-`)), 'run'),
-    backend: 'native',
-    workers: 0,
-    epochs: 3,
-    batchSize: 32,
-    dataset: { limit: 128 },
-    model: { width: 4 },
-    optimizer: { lr: 0.05 },
-    onlineKnn: { every: 0 },
-    ...over,
-  });
-}
-
-async function epochLosses(config: RunConfig): Promise<number[]> {
-  const started = performance.now();
-  const result = await train(config, { quiet: true, log: () => undefined });
-  const losses = result.metrics.map((m) => m.loss);
-  console.log(`# ${config.method}: ${result.steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s, epoch losses ${losses.map((l) => l.toFixed(3)).join(' ')}`);
-  return losses;
-}
 
 function fakeBatch(indices: number[], withJigsaw = false): TensorBatch {
   const n = indices.length;
@@ -52,17 +24,17 @@ function fakeBatch(indices: number[], withJigsaw = false): TensorBatch {
 
 test('insdis and pirl are registered; the bank is sized from the dataset; bad options are errors', () => {
   assert.ok(methodNames().includes('insdis') && methodNames().includes('pirl'));
-  const method = createMethod(tinyConfig('insdis')) as InsDis;
+  const method = createMethod(tinyConfig('insdis', {}, 0.05)) as InsDis;
   assert.deepEqual(method.memory.bank.shape, [128, 128]);
   assert.deepEqual([method.options.temperature, method.options.negatives, method.memory.momentum], [0.07, 4096, 0.5]);
   method.dispose();
-  assert.throws(() => createMethod(tinyConfig('insdis', { methodOptions: { negative: 10 } })), /methodOptions for insdis.*\n.*negative/s);
-  assert.throws(() => createMethod(tinyConfig('pirl', { methodOptions: { lambda: 2 } })), /methodOptions for pirl.*\n\s+lambda/s);
-  assert.throws(() => createMethod(tinyConfig('pirl', { dataset: { name: 'folder:/nowhere' } })), /set bankSize/);
+  assert.throws(() => createMethod(tinyConfig('insdis', { methodOptions: { negative: 10 } }, 0.05)), /methodOptions for insdis.*\n.*negative/s);
+  assert.throws(() => createMethod(tinyConfig('pirl', { methodOptions: { lambda: 2 } }, 0.05)), /methodOptions for pirl.*\n\s+lambda/s);
+  assert.throws(() => createMethod(tinyConfig('pirl', { dataset: { name: 'folder:/nowhere' } }, 0.05)), /set bankSize/);
 });
 
 test('InsDis: the bank is a buffer; only the batch rows change, after the step, to normalise(0.5 m + 0.5 v)', () => {
-  const method = createMethod(tinyConfig('insdis', { methodOptions: { negatives: 16 } })) as InsDis;
+  const method = createMethod(tinyConfig('insdis', { methodOptions: { negatives: 16 } }, 0.05)) as InsDis;
   assert.ok(!method.parameters().includes(method.memory.bank));
   assert.ok('memory.bank' in method.stateDict());
   const before = method.memory.bank.arraySync() as number[][];
@@ -82,7 +54,7 @@ test('InsDis: the bank is a buffer; only the batch rows change, after the step, 
 });
 
 test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector; two loss terms', () => {
-  const method = createMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } })) as PIRL;
+  const method = createMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05)) as PIRL;
   assert.deepEqual(method.jigsawHead.weight.shape, [9 * 128, 128]);
   const batch = fakeBatch([0, 1, 2], true);
   const g = method.jigsawEmbedding(batch.views.jigsaw!);
@@ -98,11 +70,11 @@ test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector;
 });
 
 test('tiny InsDis run on Fashion-MNIST: the loss falls once the bank holds real features', async () => {
-  const losses = await epochLosses(tinyConfig('insdis'));
+  const losses = await epochLosses(tinyConfig('insdis', {}, 0.05));
   assert.ok(losses.at(-1)! < losses[0]! - 0.5, `epoch losses ${losses.join(' ')}`);
 });
 
 test('tiny PIRL run on Fashion-MNIST: the loss falls', async () => {
-  const losses = await epochLosses(tinyConfig('pirl'));
+  const losses = await epochLosses(tinyConfig('pirl', {}, 0.05));
   assert.ok(losses.at(-1)! < losses[0]! - 0.5, `epoch losses ${losses.join(' ')}`);
 });

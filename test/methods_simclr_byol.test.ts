@@ -2,46 +2,18 @@
 // schedule driving it), option validation, and a tiny Fashion-MNIST run of
 // each whose loss falls.
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '../src/tf.js';
 import { useBackend } from '../src/backend/select.js';
+import { epochLosses, tinyConfig } from './method_runs.js';
 import { BYOL } from '../src/methods/byol.js';
 import { createMethod, methodNames } from '../src/methods/index.js';
 import { SimCLR } from '../src/methods/simclr.js';
-import { parseRunConfig, type RunConfig } from '../src/train/config.js';
 import { emaMomentum } from '../src/train/schedules.js';
-import { train } from '../src/train/trainer.js';
 import { assertClose } from './helpers.js';
 
 await useBackend('native');
 
-/** ResNet-18 width 4, 128 Fashion-MNIST images, batches of 32, 3 epochs: 12 steps. */
-function tinyConfig(method: string, over: Record<string, unknown> = {}): RunConfig {
-  return parseRunConfig({
-    method,
-    out: join(mkdtempSync(join(tmpdir(), `selfsup-${method}-`)), 'run'),
-    backend: 'native',
-    workers: 0,
-    epochs: 3,
-    batchSize: 32,
-    dataset: { limit: 128 },
-    model: { width: 4 },
-    optimizer: { lr: 0.1 },
-    onlineKnn: { every: 0 },
-    ...over,
-  });
-}
-
-async function epochLosses(config: RunConfig): Promise<number[]> {
-  const started = performance.now();
-  const result = await train(config, { quiet: true, log: () => undefined });
-  const losses = result.metrics.map((m) => m.loss);
-  console.log(`# ${config.method}: ${result.steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s, epoch losses ${losses.map((l) => l.toFixed(3)).join(' ')}`);
-  return losses;
-}
 
 test('simclr and byol are registered; unknown or bad methodOptions are errors naming the method and key', () => {
   assert.ok(methodNames().includes('simclr') && methodNames().includes('byol'));
