@@ -4,7 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
-import { train } from '../src/train/trainer.js';
+import { train, type TrainResult } from '../src/train/trainer.js';
 
 /** ResNet-18 width 4, 128 Fashion-MNIST images, batches of 32, 3 epochs: 12 steps on native. */
 export function tinyConfig(method: string, over: Record<string, unknown> = {}, lr = 0.1): RunConfig {
@@ -30,4 +30,13 @@ export async function epochLosses(config: RunConfig): Promise<number[]> {
   const losses = result.metrics.map((m) => m.loss);
   console.log(`# ${config.method}: ${result.steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s, epoch losses ${losses.map((l) => l.toFixed(3)).join(' ')}`);
   return losses;
+}
+
+/** Trains `config` and returns the result with every step's loss. */
+export async function stepLosses(config: RunConfig): Promise<{ result: TrainResult; losses: number[] }> {
+  const losses: number[] = [];
+  const started = performance.now();
+  const result = await train(config, { quiet: true, log: () => undefined, onStep: (s) => losses.push(s.loss) });
+  console.log(`# ${config.method}: ${result.steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s; step losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
+  return { result, losses };
 }

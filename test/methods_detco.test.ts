@@ -2,8 +2,6 @@
 // local queues, the local head's shapes, and a short end-to-end run through
 // the trainer.
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '../src/tf.js';
@@ -14,8 +12,8 @@ import { DetCo, LocalHead, STAGES, STAGE_WEIGHTS } from '../src/methods/detco.js
 import { Rng } from '../src/nn/init.js';
 import { parseRunConfig } from '../src/train/config.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { train } from '../src/train/trainer.js';
 import { assertClose, randomTensor } from './helpers.js';
+import { stepLosses, tinyConfig } from './method_runs.js';
 
 await useBackend('native');
 
@@ -111,27 +109,7 @@ test('LocalHead pools each of the 9 patches, concatenates them (9C) and maps to 
 });
 
 test('detco trains end to end through train(): finite losses, the queue advances and is checkpointed', async () => {
-  const out = join(mkdtempSync(join(tmpdir(), 'selfsup-detco-')), 'run');
-  const losses: number[] = [];
-  const started = performance.now();
-  const result = await train(
-    parseRunConfig({
-      out,
-      method: 'detco',
-      methodOptions: { queueLength: 96, bnSplits: 2 },
-      backend: 'native',
-      workers: 0,
-      epochs: 1,
-      batchSize: 32,
-      dataset: { limit: 128 },
-      model: { width: 4 },
-      optimizer: { lr: 0.1 },
-      onlineKnn: { every: 0 },
-    }),
-    { quiet: true, log: () => undefined, onStep: (s) => losses.push(s.loss) },
-  );
-  const seconds = (performance.now() - started) / 1000;
-  console.log(`# detco: ${result.steps} steps in ${seconds.toFixed(1)} s; step losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
+  const { result, losses } = await stepLosses(tinyConfig('detco', { epochs: 1, methodOptions: { queueLength: 96, bnSplits: 2 } }));
   assert.equal(result.steps, 4);
   assert.ok(losses.every(Number.isFinite), losses.join(' '));
   const pointer = readCheckpoint(result.checkpoint).model['localQueue.res2.pointer']!;

@@ -2,8 +2,6 @@
 // infoNCE, what afterStep changes (EMA twin, queue), and a short end-to-end run
 // through the trainer.
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '../src/tf.js';
@@ -14,8 +12,8 @@ import { createMethod, type TensorBatch } from '../src/methods/index.js';
 import { MoCo } from '../src/methods/moco.js';
 import { parseRunConfig } from '../src/train/config.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { train } from '../src/train/trainer.js';
 import { assertClose, randomTensor } from './helpers.js';
+import { stepLosses, tinyConfig } from './method_runs.js';
 
 await useBackend('native');
 
@@ -80,27 +78,7 @@ test('MoCo loss is infoNCE of the query against the momentum key and the queue; 
 });
 
 test('mocov2 trains end to end through train(): finite losses, the queue advances and is checkpointed', async () => {
-  const out = join(mkdtempSync(join(tmpdir(), 'selfsup-mocov2-')), 'run');
-  const losses: number[] = [];
-  const started = performance.now();
-  const result = await train(
-    parseRunConfig({
-      out,
-      method: 'mocov2',
-      methodOptions: { queueLength: 96, bnSplits: 2 },
-      backend: 'native',
-      workers: 0,
-      epochs: 1,
-      batchSize: 32,
-      dataset: { limit: 128 },
-      model: { width: 4 },
-      optimizer: { lr: 0.1 },
-      onlineKnn: { every: 0 },
-    }),
-    { quiet: true, log: () => undefined, onStep: (s) => losses.push(s.loss) },
-  );
-  const seconds = (performance.now() - started) / 1000;
-  console.log(`# mocov2: ${result.steps} steps in ${seconds.toFixed(1)} s; step losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
+  const { result, losses } = await stepLosses(tinyConfig('mocov2', { epochs: 1, methodOptions: { queueLength: 96, bnSplits: 2 } }));
   assert.equal(result.steps, 4);
   assert.ok(losses.every(Number.isFinite), losses.join(' '));
   const pointer = readCheckpoint(result.checkpoint).model['keyQueue.pointer']!;
