@@ -21,7 +21,9 @@ import { Module, noGrad } from '../nn/module.js';
 import { ResNet, globalAvgPool, type ResNetOptions, type ResNetStages } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
 import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
-import { MoCoOptions, backboneOptions, parseMethodOptions, type MethodDataLike } from './moco.js';
+import type { MethodData } from './index.js';
+import { MoCoOptions } from './moco.js';
+import { backboneOptions, parseMethodOptions } from './parts/options.js';
 import { EmaPair } from './parts/ema.js';
 import { ProjectionHead } from './parts/heads.js';
 import { KeyQueue } from './parts/queue.js';
@@ -102,8 +104,8 @@ export class DetCo extends Method {
     });
   }
 
-  static fromConfig(config: RunConfig, data: MethodDataLike): DetCo {
-    return new DetCo(backboneOptions(config, data), data.recipe, parseMethodOptions('detco', DetCoOptions, config.methodOptions));
+  static fromConfig(config: RunConfig, data: MethodData): DetCo {
+    return new DetCo(backboneOptions(config, data.channels), data.recipe, parseMethodOptions('detco', DetCoOptions, config));
   }
 
   /** view1/view2 always; the jigsaw sets only with CGLC. Patches stay in cell order so local features concatenate alike. */

@@ -21,21 +21,11 @@ import type { RunConfig } from '../train/config.js';
 import type { MethodData } from './index.js';
 import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
 import { ProjectionHead } from './parts/heads.js';
-import { MemoryBank } from './parts/memory_bank.js';
+import { MemoryBank, memoryBankOptionFields } from './parts/memory_bank.js';
 import { backboneFor, parseMethodOptions, stepSeed, trainingSetSize } from './parts/options.js';
 
 export const InsDisOptions = z
-  .object({
-    /** Embedding and bank width. */
-    dim: z.number().int().positive().default(128),
-    temperature: z.number().positive().default(0.07),
-    /** Bank entries drawn as negatives per step. */
-    negatives: z.number().int().positive().default(4096),
-    /** Bank update momentum (eq. 7). */
-    bankMomentum: z.number().min(0).lt(1).default(0.5),
-    /** Bank rows; default: the training set's size from `dataset`. */
-    bankSize: z.number().int().positive().optional(),
-  })
+  .object(memoryBankOptionFields)
   .strict();
 export type InsDisOptions = z.infer<typeof InsDisOptions>;
 

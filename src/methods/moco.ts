@@ -23,33 +23,15 @@ import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
 import { Rng } from '../nn/init.js';
 import { noGrad } from '../nn/module.js';
-import { ResNet, type ResNetDepth, type ResNetOptions } from '../nn/resnet.js';
+import { ResNet, type ResNetOptions } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
+import type { MethodData } from './index.js';
 import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
 import { EmaPair } from './parts/ema.js';
 import { ProjectionHead } from './parts/heads.js';
+import { backboneOptions, parseMethodOptions } from './parts/options.js';
 import { KeyQueue } from './parts/queue.js';
 import { shuffledForward, useSplitBatchNorm } from './parts/split_bn.js';
-
-/** What a method factory learns about the data (src/methods/index.ts MethodData). */
-export interface MethodDataLike {
-  channels: number;
-  recipe: RecipeOptions;
-}
-
-/** Validates `config.methodOptions` against `schema`; unknown keys and bad values are errors naming the key. */
-export function parseMethodOptions<S extends z.ZodTypeAny>(method: string, schema: S, raw: unknown): z.infer<S> {
-  const result = schema.safeParse(raw);
-  if (result.success) return result.data;
-  const lines = result.error.issues.map((i) => `  methodOptions.${i.path.join('.') || '(root)'}: ${i.message}`);
-  throw new Error(`${method}: methodOptions are invalid:\n${lines.join('\n')}`);
-}
-
-/** The backbone a run config describes. */
-export function backboneOptions(config: RunConfig, data: MethodDataLike): ResNetOptions {
-  const { arch, width, stem } = config.model;
-  return { depth: Number(arch.slice('resnet'.length)) as ResNetDepth, width, stem, inChannels: data.channels, seed: config.seed };
-}
 
 export const MoCoOptions = z
   .object({
@@ -106,9 +88,9 @@ export class MoCo extends Method {
     this.keyQueue = this.addModule('keyQueue', new KeyQueue(o.queueLength, o.dim, { rng: new Rng(this.seed + 2) }));
   }
 
-  static fromConfig(version: MoCoVersion, config: RunConfig, data: MethodDataLike): MoCo {
-    const o = parseMethodOptions(`moco${version}`, MoCoOptions, config.methodOptions);
-    return new MoCo(version, backboneOptions(config, data), data.recipe, o);
+  static fromConfig(version: MoCoVersion, config: RunConfig, data: MethodData): MoCo {
+    const o = parseMethodOptions(`moco${version}`, MoCoOptions, config);
+    return new MoCo(version, backboneOptions(config, data.channels), data.recipe, o);
   }
 
   pipeline(): PipelineSpec {

@@ -23,21 +23,16 @@ import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
 import type { MethodData } from './index.js';
 import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
-import { MemoryBank } from './parts/memory_bank.js';
+import { MemoryBank, memoryBankOptionFields } from './parts/memory_bank.js';
 import { backboneFor, parseMethodOptions, stepSeed, trainingSetSize } from './parts/options.js';
 
 const PATCHES = 9;
 
 export const PIRLOptions = z
   .object({
-    dim: z.number().int().positive().default(128),
-    temperature: z.number().positive().default(0.07),
-    negatives: z.number().int().positive().default(4096),
+    ...memoryBankOptionFields,
     /** λ of eq. 5: the weight of the jigsaw term. */
     lambda: z.number().min(0).max(1).default(0.5),
-    bankMomentum: z.number().min(0).lt(1).default(0.5),
-    /** Bank rows; default: the training set's size from `dataset`. */
-    bankSize: z.number().int().positive().optional(),
   })
   .strict();
 export type PIRLOptions = z.infer<typeof PIRLOptions>;

@@ -4,6 +4,7 @@
 // negatives. After each step the features of the batch are blended in:
 //   v_i <- normalise(m v_i + (1 - m) f_i)      (Wu et al. eq. 7 / PIRL eq. 6).
 // The bank is a buffer: it is saved with the method and never trained.
+import { z } from 'zod';
 import * as tf from '../../tf.js';
 import type { Tensor2D, Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
@@ -15,6 +16,19 @@ export interface MemoryBankOptions {
   momentum?: number;
   seed?: number;
 }
+
+/** The options every memory-bank method shares (InsDis, PIRL); small-data defaults. */
+export const memoryBankOptionFields = {
+  /** Embedding and bank width. */
+  dim: z.number().int().positive().default(128),
+  temperature: z.number().positive().default(0.07),
+  /** Bank entries drawn as negatives per step. */
+  negatives: z.number().int().positive().default(4096),
+  /** Bank update momentum (InsDis eq. 7). */
+  bankMomentum: z.number().min(0).lt(1).default(0.5),
+  /** Bank rows; default: the training set's size from `dataset`. */
+  bankSize: z.number().int().positive().optional(),
+};
 
 export class MemoryBank extends Module {
   readonly bank: Variable;

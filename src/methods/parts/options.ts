@@ -2,26 +2,30 @@
 // `methodOptions` (unknown keys are errors naming the method) and build the
 // backbone the config's `model` describes.
 import type { z } from 'zod';
-import { ResNet, type ResNetDepth } from '../../nn/resnet.js';
+import { ResNet, type ResNetDepth, type ResNetOptions } from '../../nn/resnet.js';
 import type { RunConfig } from '../../train/config.js';
 
 /** `config.methodOptions` parsed by `schema` (a strict zod object with defaults). */
 export function parseMethodOptions<S extends z.ZodTypeAny>(method: string, schema: S, config: RunConfig): z.infer<S> {
   const result = schema.safeParse(config.methodOptions);
   if (result.success) return result.data;
-  const lines = result.error.issues.map((i) => `  ${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+  // Each line names the key and where it lives in a run file.
+  const lines = result.error.issues.map((i) => {
+    const key = i.path.join('.');
+    return key ? `  ${key}: ${i.message} (methodOptions.${key})` : `  (root): ${i.message}`;
+  });
   throw new Error(`methodOptions for ${method} are invalid:\n${lines.join('\n')}`);
 }
 
-/** The ResNet of `config.model`, for `channels`-channel images, seeded by the run. */
+/** The options of the ResNet `config.model` describes, for `channels`-channel images, seeded by the run. */
+export function backboneOptions(config: RunConfig, channels: number): ResNetOptions {
+  const { arch, width, stem } = config.model;
+  return { depth: Number(arch.slice('resnet'.length)) as ResNetDepth, width, stem, inChannels: channels, seed: config.seed };
+}
+
+/** The ResNet of `config.model` (see backboneOptions). */
 export function backboneFor(config: RunConfig, channels: number): ResNet {
-  return new ResNet({
-    depth: Number(config.model.arch.slice('resnet'.length)) as ResNetDepth,
-    width: config.model.width,
-    stem: config.model.stem,
-    inChannels: channels,
-    seed: config.seed,
-  });
+  return new ResNet(backboneOptions(config, channels));
 }
 
 /**
