@@ -8,17 +8,14 @@ import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { Rng } from '../nn/init.js';
 import { Linear } from '../nn/layers.js';
-import { ResNet, type ResNetDepth } from '../nn/resnet.js';
+import { ResNet, type ResNetOptions } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
 import { Method, type LossOutput, type TensorBatch } from './method.js';
+import { backboneOptions } from './parts/options.js';
 
 export interface SupervisedOptions {
-  depth: ResNetDepth;
-  width: number;
-  stem: 'cifar' | 'imagenet';
-  inChannels: number;
+  backbone: ResNetOptions;
   numClasses: number;
-  seed: number;
   recipe: RecipeOptions;
 }
 
@@ -34,28 +31,17 @@ export class Supervised extends Method {
     if (!(o.numClasses >= 2)) throw new Error(`supervised: needs labeled data with at least 2 classes, got ${o.numClasses}`);
     this.numClasses = o.numClasses;
     this.recipe = o.recipe;
-    this.backbone = this.addModule(
-      'backbone',
-      new ResNet({ depth: o.depth, width: o.width, stem: o.stem, inChannels: o.inChannels, seed: o.seed }),
-    );
+    this.backbone = this.addModule('backbone', new ResNet(o.backbone));
     this.classifier = this.addModule(
       'classifier',
-      new Linear(this.backbone.featureDim, o.numClasses, { rng: new Rng(o.seed + 1) }),
+      new Linear(this.backbone.featureDim, o.numClasses, { rng: new Rng((o.backbone.seed ?? 0) + 1) }),
     );
   }
 
   static fromConfig(config: RunConfig, data: { channels: number; numClasses: number; recipe: RecipeOptions }): Supervised {
     const unknown = Object.keys(config.methodOptions);
     if (unknown.length) throw new Error(`methodOptions: supervised takes no options, got ${unknown.join(', ')}`);
-    return new Supervised({
-      depth: Number(config.model.arch.slice('resnet'.length)) as ResNetDepth,
-      width: config.model.width,
-      stem: config.model.stem,
-      inChannels: data.channels,
-      numClasses: data.numClasses,
-      seed: config.seed,
-      recipe: data.recipe,
-    });
+    return new Supervised({ backbone: backboneOptions(config, data.channels), numClasses: data.numClasses, recipe: data.recipe });
   }
 
   pipeline(): PipelineSpec {
