@@ -6,8 +6,11 @@
 // so the batches depend on the seed only, not on the number of workers or
 // on which worker finishes first (batches are yielded in order).
 //
-// Shutdown: a worker is ref'd only while it owes us a batch, so an idle or
-// forgotten loader never keeps the process alive; close() terminates them.
+// Shutdown: worker threads are always unref'd, so an idle or forgotten loader
+// never keeps the process alive. While a batch is owed, or close() waits for
+// the threads to exit, a timer holds the event loop open instead: Worker.ref()
+// proved unreliable here (terminate() of a worker could leave the loop empty
+// with the promise unresolved, about one run in twenty on a loaded machine).
 import { Worker } from 'node:worker_threads';
 import { toSharedImageSet, type ImageSet } from './image_set.js';
 import type { BatchRequest, WorkerInit } from './loader_worker.js';
@@ -38,7 +41,20 @@ interface Pending {
 
 interface PooledWorker {
   thread: Worker;
-  owed: number;
+}
+
+/** Holds the event loop open while at least one holder needs it. */
+class KeepAlive {
+  private holders = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  hold(): void {
+    if (this.holders++ === 0) this.timer = setInterval(() => undefined, 1 << 30);
+  }
+
+  release(): void {
+    if (--this.holders === 0) clearInterval(this.timer);
+  }
 }
 
 export class Loader {
@@ -55,6 +71,7 @@ export class Loader {
   private pending = new Map<number, Pending>();
   private nextId = 0;
   private closed = false;
+  private readonly keepAlive = new KeepAlive();
 
   constructor(dataset: ImageSet, pipeline: PipelineSpec, options: LoaderOptions) {
     const { batchSize } = options;
@@ -135,9 +152,17 @@ export class Loader {
     this.closed = true;
     const pool = this.pool;
     this.pool = [];
-    await Promise.all(pool.map((w) => w.thread.terminate()));
-    for (const p of this.pending.values()) p.reject(new Error('loader: closed while a batch was being built'));
-    this.pending.clear();
+    this.keepAlive.hold();
+    try {
+      await Promise.all(pool.map((w) => w.thread.terminate()));
+    } finally {
+      this.keepAlive.release();
+    }
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      this.keepAlive.release();
+      p.reject(new Error('loader: closed while a batch was being built'));
+    }
   }
 
   private startPool(): void {
@@ -152,13 +177,12 @@ export class Loader {
     };
     for (let w = 0; w < this.workers; w++) {
       const thread = new Worker(new URL('./loader_worker.js', import.meta.url), { workerData: init });
-      const pooled: PooledWorker = { thread, owed: 0 };
-      thread.unref();
+      const pooled: PooledWorker = { thread };
       thread.on('message', (msg: { id: number; batch?: Batch; error?: string }) => {
         const p = this.pending.get(msg.id);
         if (!p) return;
         this.pending.delete(msg.id);
-        this.settled(pooled);
+        this.keepAlive.release();
         if (msg.error !== undefined) p.reject(new Error(`loader worker ${w}: ${msg.error}`));
         else p.resolve(msg.batch!);
       });
@@ -166,14 +190,16 @@ export class Loader {
         for (const [id, p] of this.pending) {
           if (p.worker !== pooled) continue;
           this.pending.delete(id);
+          this.keepAlive.release();
           p.reject(err);
         }
-        pooled.owed = 0;
       };
       thread.on('error', (err) => fail(new Error(`loader worker ${w} crashed: ${err.message}`)));
       thread.on('exit', (code) => {
         if (!this.closed) fail(new Error(`loader worker ${w} exited with code ${code}`));
       });
+      // After the listeners: adding a 'message' listener refs the port again.
+      thread.unref();
       this.pool.push(pooled);
     }
   }
@@ -183,13 +209,9 @@ export class Loader {
     const id = this.nextId++;
     return new Promise<Batch>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker });
-      if (worker.owed++ === 0) worker.thread.ref();
+      this.keepAlive.hold();
       const req: BatchRequest = { id, epoch, index, indices: Int32Array.from(indices) };
       worker.thread.postMessage(req, [req.indices.buffer as ArrayBuffer]);
     });
-  }
-
-  private settled(worker: PooledWorker): void {
-    if (--worker.owed === 0) worker.thread.unref();
   }
 }
