@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import * as tf from '../src/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
-import { infoNCE, infoNceLogits } from '../src/losses/info_nce.js';
+import { infoNCE } from '../src/losses/info_nce.js';
+import { rowLogSumExp } from '../src/losses/log_sum_exp.js';
 import { l2Normalize } from '../src/losses/normalize.js';
 import { assertClose, assertGradientMatchesFiniteDifferences, randomTensor } from './helpers.js';
 
@@ -15,10 +16,20 @@ const q = () => tf.tensor2d([[1, 0], [0, 1]]);
 const k = () => tf.tensor2d([[0.6, 0.8], [0, 1]]);
 const queue = () => tf.tensor2d([[1, 0], [-1, 0], [0, -1]]);
 
-test('InfoNCE with a queue: logits [q·k+, q·negᵀ]/T and the mean cross-entropy at index 0', () => {
-  const logits = tf.tidy(() => infoNceLogits(q(), k(), queue(), 0.5).arraySync());
+test('rowLogSumExp over column blocks: hand-computed values, finite at large logits, gradient = softmax', () => {
+  const value = tf.tidy(() => rowLogSumExp(tf.tensor2d([[1], [0]]), tf.tensor2d([[0, 2], [1000, 1000]])).arraySync());
+  // log(e + 1 + e^2) = 2.4076059; log(1 + 2 e^1000) = 1000 + log 2
+  assertClose(value, [2.4076059, 1000 + Math.log(2)], { atol: 1e-4, rtol: 1e-6 });
+  const a = randomTensor([3, 2], 4);
+  const b = randomTensor([3, 5], 5);
+  assertGradientMatchesFiniteDifferences((v) => tf.sum(tf.mul(rowLogSumExp(v as Tensor2D, b as Tensor2D), tf.tensor1d([1, -2, 0.5]))), a, { eps: 1e-3 });
+  assertGradientMatchesFiniteDifferences((v) => tf.sum(rowLogSumExp(a as Tensor2D, v as Tensor2D)), b, { eps: 1e-3 });
+  assert.throws(() => rowLogSumExp(a as Tensor2D, tf.ones([2, 2]) as Tensor2D), /every block must be \[3, K\]/);
+  tf.dispose([a, b]);
+});
+
+test('InfoNCE with a queue: the mean cross-entropy of logits [q·k+, q·negᵀ]/T at index 0', () => {
   // row 0: q·k+ = 0.6, q·neg = 1, -1, 0; row 1: 1, then 0, 0, -1; all / 0.5.
-  assertClose(logits.flat(), [1.2, 2, -2, 0, 2, 0, 0, -2]);
   const loss = tf.tidy(() => infoNCE(q(), k(), queue(), 0.5).dataSync()[0]!);
   // log(e^1.2 + e^2 + e^-2 + e^0) - 1.2 = 1.2718643; log(e^2 + 2 + e^-2) - 2 = 0.2538560
   assertClose([loss], [(1.2718643 + 0.253856) / 2], { atol: 1e-5, rtol: 1e-5 });

@@ -1,4 +1,4 @@
-// Native layout kernels (Transpose, Concat, Slice, PadV2, Tile) against
+// Native layout kernels (Transpose, Concat, Slice, SplitV, PadV2, Tile) against
 // tfjs-cpu on ranks 0 to 6, size-1 dims, the tiled and multithreaded paths,
 // and gradients through them.
 import { before, describe, test } from 'node:test';
@@ -78,6 +78,19 @@ describe('native layout kernels match tfjs-cpu', () => {
     const before = calls.slice!();
     await assertNativeMatchesCpu(() => tf.slice(randomTensor([4, 5, 6], 1), [1, 0, 0], [2, 5, 6]), {}, 'contiguous slice');
     assert.equal(calls.slice!(), before, 'a contiguous slice should be left to tfjs-cpu');
+  });
+
+  test('split into sizes (with a -1) or equal parts, along every axis', async () => {
+    const cases: Array<[number[], number[] | number, number]> = [
+      [[64, 4097], [1, -1], 1],
+      [[6, 5], 3, 0],
+      [[2, 9, 4], [2, 3, 4], 1],
+      [[3, 4, 5, 6], [1, 2, 3], -1],
+      [[1, 6, 1, 4], 2, 3],
+    ];
+    for (const [i, [shape, splits, axis]] of cases.entries()) {
+      await exactlyLikeCpu(calls.slice!, () => tf.concat(tf.split(randomTensor(shape, i), splits, axis).map((t) => tf.reshape(t, [-1])), 0), `split ${shape} by ${splits} axis ${axis}`);
+    }
   });
 
   test('pad with constants', async () => {

@@ -10,13 +10,7 @@
 // from this one function.
 import * as tf from '../tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
-
-/** The [N, 1+K] logits of InfoNCE: column 0 is q·k+, then q·neg_i; all divided by T. */
-export function infoNceLogits(q: Tensor2D, k: Tensor2D, negatives: Tensor2D, temperature: number): Tensor2D {
-  const positive = tf.sum(tf.mul(q, k), 1, true);
-  const negative = tf.matMul(q, negatives, false, true);
-  return tf.div(tf.concat([positive, negative], 1), temperature);
-}
+import { rowLogSumExp } from './log_sum_exp.js';
 
 /**
  * Mean InfoNCE loss over the N queries. With `negatives` [K, D] (a key queue)
@@ -33,13 +27,11 @@ export function infoNCE(q: Tensor2D, k: Tensor2D, negatives: Tensor2D | null, te
   }
   if (!(temperature > 0)) throw new Error(`infoNCE: temperature must be > 0, got ${temperature}`);
   return tf.tidy(() => {
-    if (negatives) {
-      const logits = infoNceLogits(q, k, negatives, temperature);
-      // -log softmax(logits)[0], averaged: logsumexp - positive logit.
-      return tf.mean(tf.sub(tf.logSumExp(logits, 1), tf.squeeze(tf.slice(logits, [0, 0], [-1, 1]), [1])));
-    }
-    const logits = tf.div(tf.matMul(q, k, false, true), temperature);
-    const diagonal = tf.sum(tf.mul(logits, tf.eye(q.shape[0])), 1);
-    return tf.mean(tf.sub(tf.logSumExp(logits, 1), diagonal));
+    // -log softmax(logits)[positive], averaged: logsumexp - the positive logit.
+    const positive = tf.div(tf.sum(tf.mul(q, k), 1, true), temperature) as Tensor2D;
+    const lse = negatives
+      ? rowLogSumExp(positive, tf.div(tf.matMul(q, negatives, false, true), temperature) as Tensor2D)
+      : rowLogSumExp(tf.div(tf.matMul(q, k, false, true), temperature) as Tensor2D); // positives on the diagonal
+    return tf.mean(tf.sub(lse, tf.reshape(positive, [q.shape[0]])));
   }) as Scalar;
 }

@@ -5,6 +5,7 @@
 // averaged over all 2N anchors (both directions of every pair: symmetric).
 import * as tf from '../tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
+import { rowLogSumExp } from './log_sum_exp.js';
 import { l2Normalize } from './normalize.js';
 
 /** Added to the self-similarity logits so exp() makes them 0 (k != i in eq. 1). */
@@ -24,6 +25,6 @@ export function ntXent(z1: Tensor2D, z2: Tensor2D, temperature: number): Scalar 
     // The positive of row i is row (i + N) mod 2N: the other half, rolled.
     const [a, b] = tf.split(z, 2, 0);
     const positive = tf.div(tf.sum(tf.mul(z, tf.concat([b!, a!], 0)), 1), temperature);
-    return tf.mean(tf.sub(tf.logSumExp(logits, 1), positive)) as Scalar;
+    return tf.mean(tf.sub(rowLogSumExp(logits as Tensor2D), positive)) as Scalar;
   });
 }
