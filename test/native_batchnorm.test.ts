@@ -26,23 +26,23 @@ describe('fused training-mode batch norm', () => {
     }
   });
 
-  test('native forward and all three gradients match the composite on tfjs-cpu', async () => {
-    const shapes = [[4, 5, 5, 3], [2, 3, 7], [64, 16], [2, 9, 9, 33]];
-    for (const [i, shape] of shapes.entries()) {
+  test('native forward and all three gradients match the composite on tfjs-cpu, plain and grouped (shuffle-BN)', async () => {
+    const cases: Array<[number[], number]> = [[[4, 5, 5, 3], 1], [[2, 3, 7], 1], [[64, 16], 1], [[2, 9, 9, 33], 1], [[8, 3, 3, 5], 4], [[6, 7], 3]];
+    for (const [i, [shape, groups]] of cases.entries()) {
       const c = shape[shape.length - 1]!;
       const run = () => {
         const x = randomTensor(shape, i, -2, 3);
         const gamma = randomTensor([c], 10 + i, 0.5, 1.5) as Tensor1D;
         const beta = randomTensor([c], 20 + i) as Tensor1D;
         const dy = randomTensor(shape, 30 + i);
-        const f = (a: Tensor, g: Tensor, b: Tensor) => tf.sum(tf.mul(batchNormTrain(a, g as Tensor1D, b as Tensor1D).y, dy));
-        const r = batchNormTrain(x, gamma, beta);
+        const f = (a: Tensor, g: Tensor, b: Tensor) => tf.sum(tf.mul(batchNormTrain(a, g as Tensor1D, b as Tensor1D, 1e-5, groups).y, dy));
+        const r = batchNormTrain(x, gamma, beta, 1e-5, groups);
         return [r.y, r.mean, r.variance, ...tf.grads(f as (...a: Tensor[]) => Tensor)([x, gamma, beta])];
       };
       const expected = await runOn('cpu', run);
       const actual = await runOn('native', run);
       const names = ['y', 'mean', 'variance', 'dx', 'dgamma', 'dbeta'];
-      actual.forEach((a, k) => assertClose(a, expected[k]!, { atol: 2e-4, rtol: 1e-3 }, `${shape} ${names[k]}`));
+      actual.forEach((a, k) => assertClose(a, expected[k]!, { atol: 2e-4, rtol: 1e-3 }, `${shape} in ${groups} groups: ${names[k]}`));
     }
   });
 

@@ -20,13 +20,31 @@ export interface BatchNormTrainResult {
 /**
  * Training-mode batch norm over every axis but the last (NHWC channels):
  * y = gamma * (x - mean) / sqrt(var + eps) + beta, with the batch statistics.
+ * With `groups` G > 1 each of G consecutive slices of the batch is normalised
+ * with its own statistics (MoCo's shuffle-BN, see methods/parts/split_bn.ts);
+ * gamma and beta are shared, and mean/variance are [G·C], group-major.
  */
-export function batchNormTrain(x: Tensor, gamma: Tensor1D, beta: Tensor1D, epsilon = 1e-5): BatchNormTrainResult {
+export function batchNormTrain(x: Tensor, gamma: Tensor1D, beta: Tensor1D, epsilon = 1e-5, groups = 1): BatchNormTrainResult {
+  const n = x.shape[0] ?? 1;
+  if (!(Number.isInteger(groups) && groups >= 1 && n % groups === 0)) {
+    throw new Error(`batchNormTrain: a batch of ${n} does not split into ${groups} equal groups`);
+  }
   if (tf.getKernel(BatchNormTrain, tf.getBackend())) {
-    const [y, mean, variance] = tf.engine().runKernel(BatchNormTrain, { x, gamma, beta }, { epsilon }) as Tensor[];
+    const [y, mean, variance] = tf.engine().runKernel(BatchNormTrain, { x, gamma, beta }, { epsilon, groups }) as Tensor[];
     return { y: y!, mean: mean as Tensor1D, variance: variance as Tensor1D };
   }
   return tf.tidy(() => {
+    if (groups > 1) {
+      // [G·m, ..., C] -> [m, ..., G·C]: the groups become channels of one plain BN.
+      const [, ...rest] = x.shape;
+      const inner = rest.slice(0, -1);
+      const C = rest[rest.length - 1]!;
+      const toChannels = [1, ...inner.map((_, i) => i + 2), 0, inner.length + 2];
+      const grouped = tf.reshape(tf.transpose(tf.reshape(x, [groups, n / groups, ...rest]), toChannels), [n / groups, ...inner, groups * C]);
+      const r = batchNormTrain(grouped, tf.tile(gamma, [groups]) as Tensor1D, tf.tile(beta, [groups]) as Tensor1D, epsilon);
+      const back = [inner.length + 1, 0, ...inner.map((_, i) => i + 1), inner.length + 2];
+      return { ...r, y: tf.reshape(tf.transpose(tf.reshape(r.y, [n / groups, ...inner, groups, C]), back), x.shape) };
+    }
     const axes = x.shape.slice(0, -1).map((_, i) => i);
     const { mean, variance } = tf.moments(x, axes);
     const y = tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, epsilon))), gamma), beta);

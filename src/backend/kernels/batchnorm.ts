@@ -1,5 +1,7 @@
 // Batch norm: the fused training-mode op (forward returns batch statistics,
 // backward gives dx, dgamma, dbeta at once) and tfjs's inference FusedBatchNorm.
+// A grouped (shuffle-BN) call runs the kernel on each group's slice of the
+// buffers in place: the groups are consecutive samples, so nothing is copied.
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { nativeKernel, sizeOf } from '../native_backend.js';
 import { BatchNormTrain, BatchNormTrainGrad } from '../ops.js';
@@ -14,23 +16,47 @@ const train: KernelConfig = nativeKernel(BatchNormTrain, ({ inputs, backend, att
   const gamma = backend.floats(inputs.gamma!);
   const beta = backend.floats(inputs.beta!);
   if (!x || !gamma || !beta) throw new Error('batchNormTrain: x, gamma and beta must be float32');
-  const dims = rowsAndChannels(inputs.x!);
+  const groups = (attrs.groups as number | undefined) ?? 1;
+  const [rows, c] = rowsAndChannels(inputs.x!) as [number, number];
   const y = backend.output(inputs.x!.shape);
-  const mean = backend.output([dims[1]!]);
-  const variance = backend.output([dims[1]!]);
-  backend.addon.batchNormTrain(x, gamma, beta, y.values, mean.values, variance.values, dims, attrs.epsilon as number);
+  const mean = backend.output([groups * c]);
+  const variance = backend.output([groups * c]);
+  const span = (rows / groups) * c;
+  for (let g = 0; g < groups; g++) {
+    const part = (v: Float32Array, size: number) => v.subarray(g * size, (g + 1) * size);
+    backend.addon.batchNormTrain(part(x, span), gamma, beta, part(y.values, span), part(mean.values, c), part(variance.values, c),
+      [rows / groups, c], attrs.epsilon as number);
+  }
   return [y.info, mean.info, variance.info];
 });
 
 const trainGrad: KernelConfig = nativeKernel(BatchNormTrainGrad, ({ inputs, backend, attrs }) => {
   const [x, dy, gamma, mean, variance] = ['x', 'dy', 'gamma', 'mean', 'variance'].map((k) => backend.floats(inputs[k]!));
   if (!x || !dy || !gamma || !mean || !variance) throw new Error('batchNormTrain gradient: inputs must be float32');
-  const dims = rowsAndChannels(inputs.x!);
+  const groups = (attrs.groups as number | undefined) ?? 1;
+  const [rows, c] = rowsAndChannels(inputs.x!) as [number, number];
   const dx = backend.output(inputs.x!.shape);
-  const dgamma = backend.output([dims[1]!]);
-  const dbeta = backend.output([dims[1]!]);
-  backend.addon.batchNormTrainBackward(x, dy, gamma, mean, variance, dx.values, dgamma.values, dbeta.values, dims,
-    attrs.epsilon as number);
+  const dgamma = backend.output([c]);
+  const dbeta = backend.output([c]);
+  const span = (rows / groups) * c;
+  // gamma and beta are shared by the groups: their gradients add up.
+  const groupDgamma = groups > 1 ? new Float32Array(c) : dgamma.values;
+  const groupDbeta = groups > 1 ? new Float32Array(c) : dbeta.values;
+  if (groups > 1) {
+    dgamma.values.fill(0);
+    dbeta.values.fill(0);
+  }
+  for (let g = 0; g < groups; g++) {
+    const part = (v: Float32Array, size: number) => v.subarray(g * size, (g + 1) * size);
+    backend.addon.batchNormTrainBackward(part(x, span), part(dy, span), gamma, part(mean, c), part(variance, c), part(dx.values, span),
+      groupDgamma, groupDbeta, [rows / groups, c], attrs.epsilon as number);
+    if (groups > 1) {
+      for (let i = 0; i < c; i++) {
+        dgamma.values[i]! += groupDgamma[i]!;
+        dbeta.values[i]! += groupDbeta[i]!;
+      }
+    }
+  }
   return [dx.info, dgamma.info, dbeta.info];
 });
 

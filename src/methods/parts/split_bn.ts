@@ -24,18 +24,9 @@ export class SplitBatchNorm extends BatchNorm2d {
   override forward<T extends Tensor>(x: T): T {
     const G = this.groups;
     if (!this.training || G === 1) return super.forward(x);
-    const [n, ...rest] = x.shape;
-    if (n! % G !== 0) throw new Error(`SplitBatchNorm: a batch of ${n} does not split into ${G} equal groups`);
-    const C = this.numFeatures;
-    const inner = rest.slice(0, -1);
-    // [G·m, ..., C] -> [m, ..., G·C]: the groups become channels of one fused BN call.
-    const toChannels = [1, ...inner.map((_, i) => i + 2), 0, inner.length + 2];
-    const grouped = tf.reshape(tf.transpose(tf.reshape(x, [G, n! / G, ...rest]), toChannels), [n! / G, ...inner, G * C]);
-    const { y, mean, variance } = batchNormTrain(grouped, tf.tile(this.weight, [G]) as Tensor1D, tf.tile(this.bias, [G]) as Tensor1D, this.eps);
-    const back = [inner.length + 1, 0, ...inner.map((_, i) => i + 1), inner.length + 2];
-    const out = tf.reshape(tf.transpose(tf.reshape(y, [n! / G, ...inner, G, C]), back), x.shape);
-    this.updateGroupStats(mean, variance, grouped.size / (G * C));
-    return out as T;
+    const { y, mean, variance } = batchNormTrain(x, this.weight as Tensor1D, this.bias as Tensor1D, this.eps, G);
+    this.updateGroupStats(mean, variance, x.size / (G * this.numFeatures));
+    return y as T;
   }
 
   private updateGroupStats(mean: Tensor1D, variance: Tensor1D, perGroup: number): void {
