@@ -1,0 +1,227 @@
+// The methods benchmark (issue 5): every method pretrains ResNet-18 at width
+// 16 (CIFAR stem, 28x28 padded to 32) on the first 20,000 Fashion-MNIST
+// training images for 5 epochs at batch 256, then its Res5 features are judged
+// on the 10,000 test images: weighted kNN (k=200, T=0.1) with the 20,000
+// training images as memory, and a linear probe trained on them. Supervised
+// training and the untrained network are the reference rows.
+//
+//   npm run bench:methods                      all rows (about 2 h on 2 cores)
+//   npm run bench:methods -- --rows detco,mocov2 --readme
+//
+// Each row's run lives in <out>/<row>/ and is resumed if interrupted; a row
+// whose result exists in <out>/<row>.json is not run again (--force reruns).
+// --readme rewrites the table between the bench-methods markers of README.md.
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Command } from 'commander';
+import { nativeAddon } from '../src/backend/native_addon.js';
+import { useBackend } from '../src/backend/select.js';
+import { runKnn, runLinear, type EvalFlags } from '../src/cli/eval.js';
+import { nonNegativeInt, positiveInt } from '../src/cli/options.js';
+import { writeFileAtomic } from '../src/data/atomic_file.js';
+import { parseRunConfig } from '../src/train/config.js';
+import { LAST_CHECKPOINT } from '../src/train/checkpoint.js';
+import { train } from '../src/train/trainer.js';
+
+interface Row {
+  name: string;
+  label: string;
+  method: string;
+  methodOptions?: Record<string, unknown>;
+}
+
+const ROWS: Row[] = [
+  { name: 'supervised', label: 'supervised (labels)', method: 'supervised' },
+  { name: 'insdis', label: 'InsDis', method: 'insdis' },
+  { name: 'mocov1', label: 'MoCo v1', method: 'mocov1' },
+  { name: 'mocov2', label: 'MoCo v2', method: 'mocov2' },
+  { name: 'simclr', label: 'SimCLR', method: 'simclr' },
+  { name: 'byol', label: 'BYOL', method: 'byol' },
+  { name: 'pirl', label: 'PIRL', method: 'pirl' },
+  { name: 'detco', label: 'DetCo (HIC + CGLC)', method: 'detco' },
+  { name: 'detco-hic', label: 'DetCo ablation: MoCo v2 + HIC', method: 'detco', methodOptions: { cglc: false } },
+];
+/** Evaluated with the supervised row's architecture, untrained. */
+const RANDOM_INIT = 'random-init';
+
+interface RowResult {
+  row: string;
+  label: string;
+  method: string;
+  methodOptions: Record<string, unknown>;
+  knnTop1: number;
+  knnTop5: number;
+  linearTop1: number;
+  linearTop5: number;
+  /** Mean wall-clock minutes per training epoch (null for the untrained row). */
+  minutesPerEpoch: number | null;
+  finalLoss: number | null;
+  settings: Settings;
+  backend: string;
+  finished: string;
+}
+
+interface Settings {
+  limit: number;
+  epochs: number;
+  batchSize: number;
+  width: number;
+  seed: number;
+  workers: number;
+}
+
+interface Flags extends Settings {
+  rows: string;
+  out: string;
+  force: boolean;
+  readme: boolean;
+}
+
+const say = (line: string) => void process.stderr.write(`${line}\n`);
+
+function sameSettings(a: Settings, b: Settings): boolean {
+  return (['limit', 'epochs', 'batchSize', 'width', 'seed'] as const).every((k) => a[k] === b[k]);
+}
+
+async function evaluate(checkpoint: string, limit: number, backend: string, randomInit: boolean) {
+  const flags: EvalFlags = { checkpoint, stage: 'res5', limit, backend: backend as EvalFlags['backend'], batchSize: 256, cache: true, testFraction: 0.2, randomInit };
+  const knn = (await runKnn({ ...flags, k: 200, temperature: 0.1, majorityK: 20 }, say)).report;
+  const linear = (await runLinear({ ...flags, epochs: 30, lr: 0.1, weightDecay: 0, seed: 0 }, say)).result;
+  return { knnTop1: knn.weighted.top1, knnTop5: knn.weighted.top5, linearTop1: linear.test.top1, linearTop5: linear.test.top5 };
+}
+
+async function runRow(row: Row, flags: Flags, backend: string): Promise<RowResult> {
+  const settings: Settings = { limit: flags.limit, epochs: flags.epochs, batchSize: flags.batchSize, width: flags.width, seed: flags.seed, workers: flags.workers };
+  const out = join(flags.out, row.name);
+  const config = parseRunConfig(
+    {
+      method: row.method,
+      methodOptions: row.methodOptions ?? {},
+      out,
+      epochs: settings.epochs,
+      batchSize: settings.batchSize,
+      seed: settings.seed,
+      workers: settings.workers,
+      dataset: { name: 'fashion-mnist', limit: settings.limit },
+      model: { arch: 'resnet18', width: settings.width, stem: 'cifar' },
+      backend,
+    },
+    `bench row ${row.name}`,
+  );
+  say(`\n== ${row.label}: ${row.method} ${JSON.stringify(row.methodOptions ?? {})} -> ${out}`);
+  const trained = await train(config, { resume: existsSync(join(out, LAST_CHECKPOINT)), log: say });
+  if (trained.stoppedEarly) throw new Error(`${row.name}: training was interrupted; run the benchmark again to resume it`);
+  const seconds = trained.metrics.map((m) => m.seconds);
+  const scores = await evaluate(trained.checkpoint, settings.limit, backend, false);
+  return {
+    row: row.name,
+    label: row.label,
+    method: row.method,
+    methodOptions: row.methodOptions ?? {},
+    ...scores,
+    minutesPerEpoch: seconds.reduce((a, b) => a + b, 0) / seconds.length / 60,
+    finalLoss: trained.metrics.at(-1)?.loss ?? null,
+    settings,
+    backend,
+    finished: new Date().toISOString(),
+  };
+}
+
+function readResult(path: string): RowResult | null {
+  if (!existsSync(path)) return null;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as RowResult;
+  } catch (err) {
+    throw new Error(`${path}: not a readable result (${err instanceof Error ? err.message : String(err)}); delete it to rerun the row`);
+  }
+}
+
+function table(results: RowResult[], settings: Settings): string {
+  const pct = (x: number) => x.toFixed(1);
+  const lines = [
+    `ResNet-18 width ${settings.width} (CIFAR stem), first ${settings.limit.toLocaleString('en')} Fashion-MNIST training images, ${settings.epochs} epochs at batch ${settings.batchSize}; ` +
+      'Res5 features on the 10,000 test images (top-1/top-5 %); kNN k=200, T=0.1 over the training images; linear probe 30 epochs.',
+    '',
+    '| method | kNN top-1 | kNN top-5 | linear top-1 | linear top-5 | min/epoch | final loss |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of results) {
+    const minutes = r.minutesPerEpoch === null ? '-' : r.minutesPerEpoch.toFixed(1);
+    const loss = r.finalLoss === null ? '-' : r.finalLoss.toFixed(3);
+    lines.push(`| ${r.label} | ${pct(r.knnTop1)} | ${pct(r.knnTop5)} | ${pct(r.linearTop1)} | ${pct(r.linearTop5)} | ${minutes} | ${loss} |`);
+  }
+  return lines.join('\n');
+}
+
+const START = '<!-- bench-methods -->';
+const END = '<!-- /bench-methods -->';
+
+function updateReadme(text: string): void {
+  const path = resolve('README.md');
+  const readme = readFileSync(path, 'utf8');
+  const a = readme.indexOf(START);
+  const b = readme.indexOf(END);
+  if (a < 0 || b < a) throw new Error(`README.md has no ${START} ... ${END} block to rewrite`);
+  writeFileAtomic(path, `${readme.slice(0, a + START.length)}\n${text}\n${readme.slice(b)}`);
+  say(`README.md: methods table rewritten`);
+}
+
+async function main(): Promise<void> {
+  const program = new Command('bench:methods')
+    .description('pretrain every method on 20k Fashion-MNIST images and score it with kNN and a linear probe')
+    .option('--rows <list>', `rows to run, comma-separated: ${[...ROWS.map((r) => r.name), RANDOM_INIT].join(', ')} (default: all)`, '')
+    .option('--out <dir>', 'folder of the rows\' runs and results', 'runs/bench-methods')
+    .option('--limit <n>', 'training images', positiveInt, 20000)
+    .option('--epochs <n>', 'pretraining epochs', positiveInt, 5)
+    .option('--batch-size <n>', 'images per step', positiveInt, 256)
+    .option('--width <n>', 'ResNet-18 width', positiveInt, 16)
+    .option('--seed <n>', 'seed of every run', nonNegativeInt, 0)
+    .option('--workers <n>', 'loader worker threads', nonNegativeInt, 1)
+    .option('--force', 'rerun rows that already have a result')
+    .option('--readme', 'rewrite the table in README.md from every result present')
+    .parse();
+  const flags = program.opts<Flags>();
+  flags.force = Boolean(flags.force);
+  const known = [...ROWS.map((r) => r.name), RANDOM_INIT];
+  const wanted = flags.rows ? flags.rows.split(',').map((s) => s.trim()) : known;
+  for (const w of wanted) if (!known.includes(w)) throw new Error(`--rows: unknown row '${w}'; choose from ${known.join(', ')}`);
+  const settings: Settings = { limit: flags.limit, epochs: flags.epochs, batchSize: flags.batchSize, width: flags.width, seed: flags.seed, workers: flags.workers };
+
+  const backend = await useBackend('auto');
+  const info = backend === 'native' ? nativeAddon().info() : undefined;
+  say(`bench:methods on ${backend}${info ? ` (oneDNN ${info.onednn}, ${info.threads} threads)` : ''}, rows ${wanted.join(', ')}`);
+  const resultPath = (name: string) => join(flags.out, `${name}.json`);
+  for (const name of wanted) {
+    const previous = readResult(resultPath(name));
+    if (previous && !flags.force && sameSettings(previous.settings, settings)) {
+      say(`${name}: result present (${resultPath(name)}), skipped`);
+      continue;
+    }
+    let result: RowResult;
+    if (name === RANDOM_INIT) {
+      // Any finished row's checkpoint gives the architecture; its weights are not loaded.
+      const donor = join(flags.out, 'supervised', LAST_CHECKPOINT);
+      if (!existsSync(donor)) throw new Error(`${RANDOM_INIT} needs the supervised row's run (${donor}); run --rows supervised first`);
+      result = {
+        row: RANDOM_INIT, label: 'random initialisation (no training)', method: 'supervised', methodOptions: {},
+        ...(await evaluate(donor, settings.limit, backend, true)),
+        minutesPerEpoch: null, finalLoss: null, settings, backend, finished: new Date().toISOString(),
+      };
+    } else {
+      result = await runRow(ROWS.find((r) => r.name === name)!, flags, backend);
+    }
+    writeFileAtomic(resultPath(name), `${JSON.stringify(result, null, 2)}\n`);
+    say(`${name}: kNN ${result.knnTop1.toFixed(1)}%, linear ${result.linearTop1.toFixed(1)}%`);
+  }
+
+  const order = ['supervised', RANDOM_INIT, ...ROWS.map((r) => r.name).filter((n) => n !== 'supervised')];
+  const results = order.map((n) => readResult(resultPath(n))).filter((r): r is RowResult => r !== null && sameSettings(r.settings, settings));
+  const text = table(results, settings);
+  process.stdout.write(`${text}\n`);
+  if (flags.readme) updateReadme(text);
+}
+
+main().catch((err: unknown) => {
+  say(`bench:methods: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});
