@@ -74,7 +74,7 @@ interface Flags extends Settings {
   rows: string;
   out: string;
   force: boolean;
-  readme: boolean;
+  readme: boolean | string;
 }
 
 const say = (line: string) => void process.stderr.write(`${line}\n`);
@@ -156,14 +156,14 @@ function table(results: RowResult[], settings: Settings): string {
 const START = '<!-- bench-methods -->';
 const END = '<!-- /bench-methods -->';
 
-function updateReadme(text: string): void {
-  const path = resolve('README.md');
+function updateReadme(file: string, text: string): void {
+  const path = resolve(file);
   const readme = readFileSync(path, 'utf8');
   const a = readme.indexOf(START);
   const b = readme.indexOf(END);
-  if (a < 0 || b < a) throw new Error(`README.md has no ${START} ... ${END} block to rewrite`);
+  if (a < 0 || b < a) throw new Error(`${file} has no ${START} ... ${END} block to rewrite`);
   writeFileAtomic(path, `${readme.slice(0, a + START.length)}\n${text}\n${readme.slice(b)}`);
-  say(`README.md: methods table rewritten`);
+  say(`${file}: methods table rewritten`);
 }
 
 async function main(): Promise<void> {
@@ -178,7 +178,7 @@ async function main(): Promise<void> {
     .option('--seed <n>', 'seed of every run', nonNegativeInt, 0)
     .option('--workers <n>', 'loader worker threads', nonNegativeInt, 1)
     .option('--force', 'rerun rows that already have a result')
-    .option('--readme', 'rewrite the table in README.md from every result present')
+    .option('--readme [file]', 'rewrite the table in README.md (or this file) from every result present')
     .parse();
   const flags = program.opts<Flags>();
   flags.force = Boolean(flags.force);
@@ -218,7 +218,7 @@ async function main(): Promise<void> {
   const results = order.map((n) => readResult(resultPath(n))).filter((r): r is RowResult => r !== null && sameSettings(r.settings, settings));
   const text = table(results, settings);
   process.stdout.write(`${text}\n`);
-  if (flags.readme) updateReadme(text);
+  if (flags.readme) updateReadme(flags.readme === true ? 'README.md' : flags.readme, text);
 }
 
 main().catch((err: unknown) => {
