@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import { useBackend } from '../src/backend/select.js';
-import { runKnn, runLinear, type EvalFlags } from '../src/cli/eval.js';
+import { KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from '../src/cli/eval.js';
 import { nonNegativeInt, positiveInt } from '../src/cli/options.js';
 import { writeFileAtomic } from '../src/data/atomic_file.js';
 import { parseRunConfig } from '../src/train/config.js';
@@ -85,14 +85,13 @@ function sameSettings(a: Settings, b: Settings): boolean {
 
 async function evaluate(checkpoint: string, limit: number, backend: string, randomInit: boolean) {
   const flags: EvalFlags = { checkpoint, stage: 'res5', limit, backend: backend as EvalFlags['backend'], batchSize: 256, cache: true, testFraction: 0.2, randomInit };
-  const knn = (await runKnn({ ...flags, k: 200, temperature: 0.1, majorityK: 20 }, say)).report;
-  const linear = (await runLinear({ ...flags, epochs: 30, lr: 0.1, weightDecay: 0, seed: 0 }, say)).result;
+  const knn = (await runKnn({ ...flags, ...KNN_DEFAULTS }, say)).report;
+  const linear = (await runLinear({ ...flags, ...LINEAR_DEFAULTS }, say)).result;
   return { knnTop1: knn.weighted.top1, knnTop5: knn.weighted.top5, linearTop1: linear.test.top1, linearTop5: linear.test.top5 };
 }
 
-async function runRow(row: Row, flags: Flags, backend: string): Promise<RowResult> {
-  const settings: Settings = { limit: flags.limit, epochs: flags.epochs, batchSize: flags.batchSize, width: flags.width, seed: flags.seed, workers: flags.workers };
-  const out = join(flags.out, row.name);
+async function runRow(row: Row, settings: Settings, outRoot: string, backend: string): Promise<RowResult> {
+  const out = join(outRoot, row.name);
   const config = parseRunConfig(
     {
       method: row.method,
@@ -208,7 +207,7 @@ async function main(): Promise<void> {
         minutesPerEpoch: null, finalLoss: null, settings, backend, finished: new Date().toISOString(),
       };
     } else {
-      result = await runRow(ROWS.find((r) => r.name === name)!, flags, backend);
+      result = await runRow(ROWS.find((r) => r.name === name)!, settings, flags.out, backend);
     }
     writeFileAtomic(resultPath(name), `${JSON.stringify(result, null, 2)}\n`);
     say(`${name}: kNN ${result.knnTop1.toFixed(1)}%, linear ${result.linearTop1.toFixed(1)}%`);

@@ -11,7 +11,7 @@ import { useBackend } from '../backend/select.js';
 import { methodNames } from '../methods/index.js';
 import { parseRunConfig, type RunConfig } from '../train/config.js';
 import { train } from '../train/trainer.js';
-import { runKnn, runLinear, type EvalFlags } from './eval.js';
+import { KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from './eval.js';
 
 /** Short schedules that take a few minutes on 2 cores. */
 const SCHEDULES: Record<string, Partial<RunConfig> & { limit: number; width: number }> = {
@@ -60,8 +60,8 @@ async function runDemo(flags: DemoFlags): Promise<void> {
   const evalFlags: EvalFlags = {
     checkpoint: trained.checkpoint, stage: 'res5', limit: schedule.limit, backend, batchSize: 256, cache: true, testFraction: 0.2,
   };
-  const knnFlags = { ...evalFlags, k: 200, temperature: 0.1, majorityK: 20 };
-  const linearFlags = { ...evalFlags, epochs: 30, lr: 0.1, weightDecay: 0, seed: 0 };
+  const knnFlags = { ...evalFlags, ...KNN_DEFAULTS };
+  const linearFlags = { ...evalFlags, ...LINEAR_DEFAULTS };
   const knn = (await runKnn(knnFlags, say)).report;
   const knnInit = (await runKnn({ ...knnFlags, randomInit: true }, say)).report;
   const linear = (await runLinear(linearFlags, say)).result;

@@ -47,6 +47,10 @@ export interface LinearFlags extends EvalFlags {
   seed: number;
 }
 
+/** The protocols' standard settings (Wu et al. 2018 kNN; a 30-epoch probe): the CLI's defaults, and what demo and bench use. */
+export const KNN_DEFAULTS = { k: 200, temperature: 0.1, majorityK: 20 } as const;
+export const LINEAR_DEFAULTS = { epochs: 30, lr: 0.1, weightDecay: 0, seed: 0 } as const;
+
 export interface EvalSetup {
   checkpoint: string;
   method: string;
@@ -234,9 +238,9 @@ Examples:
       .command('knn')
       .description('k-nearest neighbours on L2-normalised features: k=200 weighted by exp(cos/T), and k=20 majority; top-1 and top-5'),
   )
-    .option('--k <n>', 'neighbours of the weighted protocol', positiveInt, 200)
-    .option('--temperature <t>', 'temperature of the weighted votes', positiveNumber, 0.1)
-    .option('--majority-k <n>', 'neighbours of the majority protocol', positiveInt, 20)
+    .option('--k <n>', 'neighbours of the weighted protocol', positiveInt, KNN_DEFAULTS.k)
+    .option('--temperature <t>', 'temperature of the weighted votes', positiveNumber, KNN_DEFAULTS.temperature)
+    .option('--majority-k <n>', 'neighbours of the majority protocol', positiveInt, KNN_DEFAULTS.majorityK)
     .addHelpText('after', '\nThe memory is the training split (first --limit images), the queries the test split.')
     .action(async (opts: KnnFlags) => {
       const t0 = performance.now();
@@ -260,10 +264,10 @@ Examples:
       .command('linear')
       .description('linear classifier on frozen, standardised features (SGD + momentum, cosine rate); top-1 and top-5 on the test split'),
   )
-    .option('--epochs <n>', 'epochs over the cached training features', positiveInt, 30)
-    .option('--lr <x>', 'peak learning rate', positiveNumber, 0.1)
-    .option('--weight-decay <x>', 'L2 weight decay', nonNegativeNumber, 0)
-    .option('--seed <n>', 'seed of the mini-batch order', nonNegativeInt, 0)
+    .option('--epochs <n>', 'epochs over the cached training features', positiveInt, LINEAR_DEFAULTS.epochs)
+    .option('--lr <x>', 'peak learning rate', positiveNumber, LINEAR_DEFAULTS.lr)
+    .option('--weight-decay <x>', 'L2 weight decay', nonNegativeNumber, LINEAR_DEFAULTS.weightDecay)
+    .option('--seed <n>', 'seed of the mini-batch order', nonNegativeInt, LINEAR_DEFAULTS.seed)
     .action(async (opts: LinearFlags) => {
     const t0 = performance.now();
     const { setup, result } = await runLinear(opts, say);
