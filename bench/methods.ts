@@ -9,9 +9,13 @@
 //   npm run bench:methods -- --rows detco,mocov2 --readme
 //
 // Each row's run lives in <out>/<row>/ and is resumed if interrupted; a row
-// whose result exists in <out>/<row>.json is not run again (--force reruns).
+// whose result exists in <out>/<row>.json is not run again (--force discards
+// the row's run and trains it afresh). With several rows, each trains in a
+// child process of its own, so one row's heap and kernel caches cannot slow
+// the next.
 // --readme rewrites the table between the bench-methods markers of README.md.
-import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { nativeAddon } from '../src/backend/native_addon.js';
@@ -165,6 +169,21 @@ function updateReadme(file: string, text: string): void {
   say(`${file}: methods table rewritten`);
 }
 
+/** This script again, for the one row, with the same flags; its table and README update are left to the parent. */
+function runInChild(row: string): void {
+  const args: string[] = [];
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--rows') i++;
+    else if (a === '--readme' && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) i++;
+    else if (!a.startsWith('--rows=') && !a.startsWith('--readme')) args.push(a);
+  }
+  const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...args, '--rows', row], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (child.error) throw child.error;
+  if (child.status !== 0) throw new Error(`row ${row} failed (exit ${child.status ?? child.signal}); its log is above`);
+}
+
 async function main(): Promise<void> {
   const program = new Command('bench:methods')
     .description('pretrain every method on 20k Fashion-MNIST images and score it with kNN and a linear probe')
@@ -176,7 +195,7 @@ async function main(): Promise<void> {
     .option('--width <n>', 'ResNet-18 width', positiveInt, 16)
     .option('--seed <n>', 'seed of every run', nonNegativeInt, 0)
     .option('--workers <n>', 'loader worker threads', nonNegativeInt, 1)
-    .option('--force', 'rerun rows that already have a result')
+    .option('--force', 'discard the chosen rows\' runs and results and train them afresh')
     .option('--readme [file]', 'rewrite the table in README.md (or this file) from every result present')
     .parse();
   const flags = program.opts<Flags>();
@@ -196,6 +215,11 @@ async function main(): Promise<void> {
       say(`${name}: result present (${resultPath(name)}), skipped`);
       continue;
     }
+    if (wanted.length > 1 && name !== RANDOM_INIT) {
+      runInChild(name);
+      continue;
+    }
+    if (flags.force) rmSync(join(flags.out, name), { recursive: true, force: true });
     let result: RowResult;
     if (name === RANDOM_INIT) {
       // Any finished row's checkpoint gives the architecture; its weights are not loaded.

@@ -23,6 +23,8 @@ test('bench:methods trains, scores and tabulates rows, skips finished ones and r
 
   const first = bench(['--rows', 'supervised,random-init', ...toy, '--readme', readme]);
   assert.equal(first.code, 0, first.stderr);
+  // The trained row runs in a child process; its log reaches our stderr.
+  assert.match(first.stderr, /== supervised \(labels\)/);
   for (const row of ['supervised', 'random-init']) {
     const result = JSON.parse(readFileSync(join(out, `${row}.json`), 'utf8'));
     assert.ok(result.knnTop1 > 15 && result.knnTop1 <= 100, `${row} kNN top-1 ${result.knnTop1}`);
@@ -38,6 +40,13 @@ test('bench:methods trains, scores and tabulates rows, skips finished ones and r
   const again = bench(['--rows', 'supervised', ...toy]);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /supervised: result present .* skipped/);
+
+  // --force trains afresh: a resumed finished run would log no step at all.
+  const forced = bench(['--rows', 'supervised', '--force', ...toy]);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.doesNotMatch(forced.stderr, /result present/);
+  const steps = readFileSync(join(out, 'supervised', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"kind":"step"'));
+  assert.equal(steps.length, 4, 'one epoch of 512 images at batch 128, logged once');
 
   const bad = bench(['--rows', 'supervised,nosuch', ...toy]);
   assert.equal(bad.code, 1);
