@@ -3,7 +3,8 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
-import type { NativeBackend } from '../src/backend/native_backend.js';
+import { totalmem } from 'node:os';
+import { poolBytes, type NativeBackend } from '../src/backend/native_backend.js';
 import { setupNative } from './helpers.js';
 
 const N = 1 << 16; // above the pool's minimum length
@@ -57,4 +58,11 @@ describe('native buffer recycling', () => {
     assert.equal(reshaped.dataSync()[N - 1], 3);
     reshaped.dispose();
   });
+});
+
+test('the pool budget: SELFSUP_POOL_MB in megabytes, else a quarter of the machine; a bad value names the variable', () => {
+  assert.equal(poolBytes({ SELFSUP_POOL_MB: '512' }), 512 * 2 ** 20);
+  assert.equal(poolBytes({ SELFSUP_POOL_MB: '0' }), 0);
+  assert.equal(poolBytes({}), Math.floor(totalmem() / 4));
+  assert.throws(() => poolBytes({ SELFSUP_POOL_MB: 'lots' }), /SELFSUP_POOL_MB must be a number of megabytes >= 0, got 'lots'/);
 });
