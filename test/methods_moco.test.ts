@@ -36,7 +36,7 @@ test('mocov1 and mocov2: heads, temperatures, views and validated options', () =
   assert.deepEqual(v1.head.dims, [32, 128], 'v1: linear 128-d');
   assert.deepEqual(v2.head.dims, [32, 32, 128], 'v2: MLP');
   assert.equal(v1.temperature, 0.07);
-  assert.equal(v2.temperature, 0.2);
+  assert.equal(v2.temperature, 0.1);
   assert.deepEqual(v2.pipeline().outputs.map((o) => o.name), ['view1', 'view2']);
   assert.deepEqual(v2.keyQueue.keys.shape, [64, 128]);
   // Only the query encoder trains; the twins and the queue are buffers in the state dict.
@@ -57,7 +57,7 @@ test('MoCo loss is infoNCE of the query against the momentum key and the queue; 
   const expected = tf.tidy(() => {
     const q = moco.query(batch.views.view1!);
     const k = moco.key(batch.views.view2!, 0);
-    return infoNCE(q, k, moco.keyQueue.keys as Tensor2D, 0.2).dataSync()[0]!;
+    return infoNCE(q, k, moco.keyQueue.keys as Tensor2D, 0.1).dataSync()[0]!;
   });
   assertClose([loss], [expected], { atol: 1e-4 });
   const stagedKeys = tf.tidy(() => moco.key(batch.views.view2!, 0).arraySync());

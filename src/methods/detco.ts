@@ -22,7 +22,7 @@ import { ResNet, globalAvgPool, type ResNetOptions, type ResNetStages } from '..
 import type { RunConfig } from '../train/config.js';
 import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
 import type { MethodData } from './index.js';
-import { MoCoOptions } from './moco.js';
+import { MOCO_V2_TEMPERATURE, MoCoOptions } from './moco.js';
 import { backboneOptions, parseMethodOptions } from './parts/options.js';
 import { EmaPair } from './parts/ema.js';
 import { ProjectionHead } from './parts/heads.js';
@@ -140,7 +140,7 @@ export class DetCo extends Method {
 
   loss(batch: TensorBatch, ctx: StepContext): LossOutput {
     const { view1, view2, jigsaw1, jigsaw2 } = batch.views;
-    const T = this.o.temperature ?? 0.2;
+    const T = this.o.temperature ?? MOCO_V2_TEMPERATURE;
     const qGlobal = this.queries(view1!, 'global');
     const kGlobal = this.keys(view2!, 'global', ctx.step);
     const qLocal = this.o.cglc ? this.queries(jigsaw1!, 'local') : null;
