@@ -219,7 +219,10 @@ async function main(): Promise<void> {
       runInChild(name);
       continue;
     }
-    if (flags.force) rmSync(join(flags.out, name), { recursive: true, force: true });
+    if (flags.force) {
+      rmSync(join(flags.out, name), { recursive: true, force: true });
+      rmSync(resultPath(name), { force: true });
+    }
     let result: RowResult;
     if (name === RANDOM_INIT) {
       // Any finished row's checkpoint gives the architecture; its weights are not loaded.

@@ -6,9 +6,9 @@
 //   loss = InfoNCE(q, k, queue, T)                 eq. 1
 //   θ_k <- m θ_k + (1 - m) θ_q;  enqueue(k)        eq. 2, after the step
 //
-// v1: linear 128-d head, T = 0.07. v2: 2-layer MLP head, T = 0.2 (0.1 here, see
-// below), blur and
-// stronger colour jitter; its cosine schedule is the run config's default.
+// v1: linear 128-d head, T = 0.07. v2: 2-layer MLP head, T = 0.2 (0.1 here,
+// see below), blur and stronger colour jitter; its cosine schedule is the run
+// config's default.
 //
 // Small-data defaults (Fashion-MNIST, 20k images, batch 256, a few epochs):
 // - queueLength 4096: 16 batches, about 1/5 of an epoch, so queued keys are
