@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import { useBackend } from '../src/backend/select.js';
-import { KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from '../src/cli/eval.js';
+import { FEATURE_DEFAULTS, KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from '../src/cli/eval.js';
 import { nonNegativeInt, positiveInt } from '../src/cli/options.js';
 import { writeFileAtomic } from '../src/data/atomic_file.js';
 import { parseRunConfig } from '../src/train/config.js';
@@ -88,7 +88,7 @@ function sameSettings(a: Settings, b: Settings): boolean {
 }
 
 async function evaluate(checkpoint: string, limit: number, backend: string, randomInit: boolean) {
-  const flags: EvalFlags = { checkpoint, stage: 'res5', limit, backend: backend as EvalFlags['backend'], batchSize: 256, cache: true, testFraction: 0.2, randomInit };
+  const flags: EvalFlags = { ...FEATURE_DEFAULTS, checkpoint, limit, backend: backend as EvalFlags['backend'], randomInit };
   const knn = (await runKnn({ ...flags, ...KNN_DEFAULTS }, say)).report;
   const linear = (await runLinear({ ...flags, ...LINEAR_DEFAULTS }, say)).result;
   return { knnTop1: knn.weighted.top1, knnTop5: knn.weighted.top5, linearTop1: linear.test.top1, linearTop5: linear.test.top5 };

@@ -9,7 +9,7 @@ import { useBackend } from '../backend/select.js';
 import { methodNames } from '../methods/index.js';
 import { parseRunConfig, type RunConfig } from '../train/config.js';
 import { train } from '../train/trainer.js';
-import { KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from './eval.js';
+import { FEATURE_DEFAULTS, KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from './eval.js';
 
 /** Short schedules that take a few minutes on 2 cores. */
 const SCHEDULES: Record<string, Partial<RunConfig> & { limit: number; width: number }> = {
@@ -56,7 +56,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
   const minutes = (performance.now() - started) / 60000;
 
   const evalFlags: EvalFlags = {
-    checkpoint: trained.checkpoint, stage: 'res5', limit: schedule.limit, backend, batchSize: 256, cache: true, testFraction: 0.2,
+    ...FEATURE_DEFAULTS, checkpoint: trained.checkpoint, limit: schedule.limit, backend,
   };
   const knnFlags = { ...evalFlags, ...KNN_DEFAULTS };
   const linearFlags = { ...evalFlags, ...LINEAR_DEFAULTS };

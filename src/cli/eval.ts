@@ -47,6 +47,8 @@ export interface LinearFlags extends EvalFlags {
   seed: number;
 }
 
+/** Feature extraction's settings: the CLI's defaults, and what demo and bench use. */
+export const FEATURE_DEFAULTS = { stage: 'res5', batchSize: 256, cache: true, testFraction: 0.2 } as const;
 /** The protocols' standard settings (Wu et al. 2018 kNN; a 30-epoch probe): the CLI's defaults, and what demo and bench use. */
 export const KNN_DEFAULTS = { k: 200, temperature: 0.1, majorityK: 20 } as const;
 export const LINEAR_DEFAULTS = { epochs: 30, lr: 0.1, weightDecay: 0, seed: 0 } as const;
@@ -205,12 +207,12 @@ function table(title: string, rows: Array<[string, number, number]>): string {
 function commonOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--checkpoint <path>', `a checkpoint, or a run folder (its ${LAST_CHECKPOINT})`)
-    .addOption(new Option('--stage <name>', 'backbone stage whose pooled output is the feature').choices([...FEATURE_STAGES]).default('res5'))
+    .addOption(new Option('--stage <name>', 'backbone stage whose pooled output is the feature').choices([...FEATURE_STAGES]).default(FEATURE_DEFAULTS.stage))
     .option('--limit <n>', 'use only the first N training images (default: all)', positiveInt)
     .option('--test-limit <n>', 'use only the first N test images (default: all)', positiveInt)
     .option('--data <dir>', "Fashion-MNIST's folder, or the image folder, if not where the run read it")
-    .option('--test-fraction <f>', 'image folders: fraction held out as the test split', nonNegativeNumber, 0.2)
-    .option('--batch-size <n>', 'images per forward pass when extracting features', positiveInt, 256)
+    .option('--test-fraction <f>', 'image folders: fraction held out as the test split', nonNegativeNumber, FEATURE_DEFAULTS.testFraction)
+    .option('--batch-size <n>', 'images per forward pass when extracting features', positiveInt, FEATURE_DEFAULTS.batchSize)
     .option('--no-cache', 'neither read nor write cached features (cache: <run>/features/)')
     .option('--random-init', "evaluate the run's architecture at its random initialisation instead (the baseline to beat)")
     .addOption(new Option('--backend <name>', 'tfjs backend').choices(['auto', 'native', 'wasm', 'webgpu', 'cpu']).default('auto'))
