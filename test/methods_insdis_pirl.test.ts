@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import * as tf from '../src/tf.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
+import { readCheckpoint } from '../src/train/checkpoint.js';
+import { train } from '../src/train/trainer.js';
 import { epochLosses, tinyConfig } from './method_runs.js';
 import { createMethod, methodNames, type TensorBatch } from '../src/methods/index.js';
 import { InsDis } from '../src/methods/insdis.js';
@@ -53,6 +55,58 @@ test('InsDis: the bank is a buffer; only the batch rows change, after the step, 
   method.dispose();
 });
 
+test('warm-up: the bank rows of a batch become its embeddings, exactly; other rows keep their random start', () => {
+  const insdis = createMethod(tinyConfig('insdis', { methodOptions: { negatives: 16 } }, 0.05)) as InsDis;
+  const pirl = createMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05)) as PIRL;
+  for (const [method, embed] of [
+    [insdis, (b: TensorBatch) => insdis.embed(b.views.view!)],
+    [pirl, (b: TensorBatch) => pirl.imageEmbedding(b.views.view!)],
+  ] as const) {
+    const before = method.memory.bank.arraySync() as number[][];
+    const batch = fakeBatch([5, 2, 9], true);
+    tf.tidy(() => method.warmUp(batch));
+    const expected = tf.tidy(() => embed(batch).arraySync());
+    const after = method.memory.bank.arraySync() as number[][];
+    [5, 2, 9].forEach((row, k) => after[row]!.forEach((x, j) => assert.ok(Math.abs(x - expected[k]![j]!) < 1e-5, `${method.name} row ${row}[${j}]`)));
+    for (let i = 0; i < 128; i++) if (![5, 2, 9].includes(i)) assert.deepEqual(after[i], before[i], `${method.name} row ${i}`);
+    tf.dispose([...Object.values(batch.views), batch.labels]);
+    method.dispose();
+  }
+});
+
+test('warm-up runs once before the first step of a fresh run, over the whole set, not when resuming past step 0, again when stopped during it', async () => {
+  const config = tinyConfig('insdis', { epochs: 2, methodOptions: { negatives: 16 } }, 0.05);
+  const messages: string[] = [];
+  const controller = new AbortController();
+  const first = await train(config, { quiet: true, log: (m) => messages.push(m), signal: controller.signal, onStep: (s) => s.step === 1 && controller.abort() });
+  assert.equal(first.steps, 2);
+  assert.equal(messages.filter((m) => m.startsWith('warm-up: insdis embeds the training set once')).length, 1, messages.join('\n'));
+  // Every image was embedded: no row is still a random start (random rows of a
+  // 128-d bank are nearly orthogonal to each other, embeddings are not).
+  const bank = readCheckpoint(first.checkpoint).model['memory.bank']!;
+  const rows = tf.tensor2d(bank.data as Float32Array, [128, 128]);
+  const meanCosine = tf.tidy(() => tf.mean(tf.matMul(rows, rows, false, true)).dataSync()[0]!);
+  rows.dispose();
+  assert.ok(meanCosine > 0.2, `mean cosine between bank rows ${meanCosine}`);
+  messages.length = 0;
+  const resumed = await train(config, { resume: true, quiet: true, log: (m) => messages.push(m) });
+  assert.equal(resumed.steps, 8);
+  assert.ok(!messages.some((m) => m.startsWith('warm-up')), messages.join('\n'));
+
+  // Stopped during the warm-up: the checkpoint sits at step 0 and resuming warms up afresh.
+  const early = tinyConfig('insdis', { epochs: 1, methodOptions: { negatives: 16 } }, 0.05);
+  const aborted = new AbortController();
+  aborted.abort();
+  messages.length = 0;
+  const stopped = await train(early, { quiet: true, log: (m) => messages.push(m), signal: aborted.signal });
+  assert.deepEqual([stopped.stoppedEarly, stopped.steps], [true, 0]);
+  assert.ok(!messages.some((m) => m.startsWith('warm-up: done')), messages.join('\n'));
+  messages.length = 0;
+  const again = await train(early, { resume: true, quiet: true, log: (m) => messages.push(m) });
+  assert.equal(again.steps, 4);
+  assert.ok(messages.some((m) => m.startsWith('warm-up: done')), messages.join('\n'));
+});
+
 test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector; two loss terms', () => {
   const method = createMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05)) as PIRL;
   assert.deepEqual(method.jigsawHead.weight.shape, [9 * 128, 128]);
@@ -69,12 +123,14 @@ test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector;
   method.dispose();
 });
 
-test('tiny InsDis run on Fashion-MNIST: the loss falls once the bank holds real features', async () => {
+// With the bank warmed up, the 12 steps' drop is smaller than from random
+// rows (about 0.4 for InsDis, 0.3 for PIRL), but still well clear of noise.
+test('tiny InsDis run on Fashion-MNIST: the loss falls', async () => {
   const losses = await epochLosses(tinyConfig('insdis', {}, 0.05));
-  assert.ok(losses.at(-1)! < losses[0]! - 0.5, `epoch losses ${losses.join(' ')}`);
+  assert.ok(losses.at(-1)! < losses[0]! - 0.2, `epoch losses ${losses.join(' ')}`);
 });
 
 test('tiny PIRL run on Fashion-MNIST: the loss falls', async () => {
   const losses = await epochLosses(tinyConfig('pirl', {}, 0.05));
-  assert.ok(losses.at(-1)! < losses[0]! - 0.5, `epoch losses ${losses.join(' ')}`);
+  assert.ok(losses.at(-1)! < losses[0]! - 0.2, `epoch losses ${losses.join(' ')}`);
 });

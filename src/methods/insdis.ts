@@ -59,8 +59,16 @@ export class InsDis extends Method {
     return { outputs: [{ kind: 'view', name: 'view', view: mocoV2View(this.recipe) }] };
   }
 
+  embed(view: TensorBatch['views'][string]): Tensor2D {
+    return l2Normalize(this.head.forward(this.backbone.features(view)) as Tensor2D, 1);
+  }
+
+  override warmUp(batch: TensorBatch): void {
+    this.memory.fill(batch.indices, this.embed(batch.views.view!));
+  }
+
   loss(batch: TensorBatch, ctx: StepContext): LossOutput {
-    const v = l2Normalize(this.head.forward(this.backbone.features(batch.views.view!)) as Tensor2D, 1);
+    const v = this.embed(batch.views.view!);
     const positive = this.memory.get(batch.indices);
     const negatives = this.memory.sample(this.options.negatives, new Rng(stepSeed(this.seed, ctx.step)));
     const loss = infoNCE(v, positive, negatives, this.options.temperature);

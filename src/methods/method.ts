@@ -40,6 +40,14 @@ export abstract class Method extends Module {
   abstract pipeline(): PipelineSpec;
   /** The loss of one batch; runs under tf.variableGrads, so it must be a pure tensor computation. */
   abstract loss(batch: TensorBatch, ctx: StepContext): LossOutput;
+  /**
+   * Optional: one forward-only pass over the training set before the first
+   * step (of a fresh run, or one resumed at step 0), batch by batch, in
+   * training mode and off the tape. Memory-bank methods fill their bank here,
+   * so that the first epoch's positives and negatives are embeddings of the
+   * images rather than random vectors.
+   */
+  warmUp?(batch: TensorBatch): void;
   /** After the optimizer step: EMA updates, queue enqueues. */
   afterStep(ctx: StepContext): void {
     void ctx;

@@ -77,9 +77,18 @@ export class PIRL extends Method {
     return l2Normalize(this.jigsawHead.forward(concatenated), 1);
   }
 
+  /** f(v_I): [B, H, W, C] images -> [B, dim]. */
+  imageEmbedding(view: TensorBatch['views'][string]): Tensor2D {
+    return l2Normalize(this.imageHead.forward(this.backbone.features(view)), 1);
+  }
+
+  override warmUp(batch: TensorBatch): void {
+    this.memory.fill(batch.indices, this.imageEmbedding(batch.views.view!));
+  }
+
   loss(batch: TensorBatch, ctx: StepContext): LossOutput {
     const { temperature, negatives: count, lambda } = this.options;
-    const image = l2Normalize(this.imageHead.forward(this.backbone.features(batch.views.view!)), 1);
+    const image = this.imageEmbedding(batch.views.view!);
     const jigsaw = this.jigsawEmbedding(batch.views.jigsaw!);
     const memory = this.memory.get(batch.indices);
     const negatives = this.memory.sample(count, new Rng(stepSeed(this.seed, ctx.step)));

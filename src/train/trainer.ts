@@ -144,6 +144,31 @@ function trainStep(
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** The warm-up pass draws its own order and augmentations, not epoch 0's. */
+const WARM_UP_EPOCH = -1;
+
+/**
+ * Runs `method.warmUp` over one pass of the loader; false if a stop was
+ * requested first. The run's checkpoint then sits at step 0, and resuming it
+ * warms up again from the start.
+ */
+async function warmUp(method: Method, loader: Loader, log: (line: string) => void, stopped: () => boolean): Promise<boolean> {
+  const started = performance.now();
+  log(`warm-up: ${method.name} embeds the training set once before the first step (${loader.batchesPerEpoch} batches)`);
+  for await (const batch of loader.epoch(WARM_UP_EPOCH)) {
+    const tensors = toTensorBatch(batch);
+    try {
+      tf.tidy(() => method.warmUp!(tensors));
+    } finally {
+      disposeTensorBatch(tensors);
+    }
+    await yieldToEventLoop();
+    if (stopped()) return false;
+  }
+  log(`warm-up: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  return true;
+}
+
 /** Trains `config` and returns where its results are. */
 export async function train(config: RunConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
@@ -262,8 +287,9 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
     let lastLoss = metrics.at(-1)?.loss ?? Number.NaN;
     let stoppedEarly = false;
     method.train();
+    if (method.warmUp && position.step === 0) stoppedEarly = !(await warmUp(method, loader, log, () => stopRequested !== null));
     let tick = performance.now();
-    outer: for (let epoch = position.epoch; epoch < config.epochs; epoch++) {
+    outer: for (let epoch = stoppedEarly ? config.epochs : position.epoch; epoch < config.epochs; epoch++) {
       const from = epoch === position.epoch ? position.batch : 0;
       for await (const batch of loader.epoch(epoch, from)) {
         if (stopRequested) {

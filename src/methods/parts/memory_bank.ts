@@ -4,6 +4,12 @@
 // negatives. After each step the features of the batch are blended in:
 //   v_i <- normalise(m v_i + (1 - m) f_i)      (Wu et al. eq. 7 / PIRL eq. 6).
 // The bank is a buffer: it is saved with the method and never trained.
+// Small-schedule change: the bank starts as the untrained network's
+// embeddings (one forward pass, the methods' warmUp), not random unit vectors.
+// With momentum 0.5 a random row is still half noise after its first update,
+// so in a 5-epoch run the first epochs would teach the network to map each
+// image to a random target; the untrained network's embeddings instead carry
+// its (already useful) similarity structure. Measured: see README.
 import { z } from 'zod';
 import * as tf from '../../tf.js';
 import type { Tensor2D, Variable } from '@tensorflow/tfjs-core';
@@ -76,6 +82,11 @@ export class MemoryBank extends Module {
       const blended = l2Normalize(tf.add(tf.mul(old, momentum), tf.mul(l2Normalize(features, 1), 1 - momentum)), 1);
       this.bank.assign(tf.tensorScatterUpdate(this.bank, rows, blended));
     });
+  }
+
+  /** Stores `features` (normalised) as the rows `indices` outright: the warm-up pass. */
+  fill(indices: Int32Array, features: Tensor2D): void {
+    this.update(indices, features, 0);
   }
 
   /**
