@@ -17,6 +17,17 @@ function yamlFile(name: string, text: string): string {
 }
 
 describe('resolveRunConfig', () => {
+  test("a method's own SGD learning rate applies only when the run sets no rate and no other optimizer", () => {
+    const lr = (flags: Record<string, unknown>, file?: string) =>
+      resolveRunConfig({ configPath: file, flags: { out: 'runs/x', ...flags } }).optimizer.lr;
+    assert.equal(lr({ method: 'byol' }), 0.5);
+    assert.equal(lr({ method: 'mocov2' }), 0.06);
+    assert.equal(lr({ method: 'byol', lr: 0.1 }), 0.1);
+    assert.equal(lr({ method: 'byol', optimizer: 'lars' }), 0.06);
+    assert.equal(lr({ method: 'byol' }, yamlFile('byol.yaml', 'optimizer:\n  lr: 0.2\n')), 0.2);
+    assert.equal(lr({}, yamlFile('byol-sgd.yaml', 'method: byol\noptimizer:\n  momentum: 0.8\n')), 0.5);
+  });
+
   test('flags given override the YAML file, which overrides the schema defaults', () => {
     const path = yamlFile('run.yaml', 'epochs: 7\nbatchSize: 64\noptimizer:\n  lr: 0.5\n  momentum: 0.8\nout: runs/from-file\n');
     const config = resolveRunConfig({ configPath: path, flags: { epochs: 2, lr: 0.1, width: 8, dataset: 'folder:/x', limit: undefined } });

@@ -28,7 +28,7 @@ test('insdis and pirl are registered; the bank is sized from the dataset; bad op
   assert.ok(methodNames().includes('insdis') && methodNames().includes('pirl'));
   const method = createMethod(tinyConfig('insdis', {}, 0.05)) as InsDis;
   assert.deepEqual(method.memory.bank.shape, [128, 128]);
-  assert.deepEqual([method.options.temperature, method.options.negatives, method.memory.momentum], [0.07, 4096, 0.5]);
+  assert.deepEqual([method.options.temperature, method.options.negatives, method.memory.momentum], [0.2, 4096, 0.5]);
   method.dispose();
   assert.throws(() => createMethod(tinyConfig('insdis', { methodOptions: { negative: 10 } }, 0.05)), /methodOptions for insdis.*\n.*negative/s);
   assert.throws(() => createMethod(tinyConfig('pirl', { methodOptions: { lambda: 2 } }, 0.05)), /methodOptions for pirl.*\n\s+lambda/s);

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { LAST_CHECKPOINT, readCheckpoint } from '../train/checkpoint.js';
-import type { RunConfig } from '../train/config.js';
+import { METHOD_LEARNING_RATES, type RunConfig } from '../train/config.js';
 import type { TrainOptions, TrainResult } from '../train/trainer.js';
 import { CONFIG_FLAGS, readConfigFile, resolveRunConfig, type ConfigFlag } from './config_loader.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
@@ -71,7 +71,7 @@ export function registerPretrainCommand(program: Command): void {
     .option('--epochs <n>', `epochs (default: ${d.epochs})`, positiveInt)
     .option('--batch-size <n>', `images per step (default: ${d.batchSize})`, positiveInt)
     .addOption(new Option('--optimizer <name>', `optimizer (default: ${d.optimizer.name})`).choices(['sgd', 'lars', 'adamw']))
-    .option('--lr <x>', `peak learning rate (default: ${d.optimizer.lr})`, positiveNumber)
+    .option('--lr <x>', `peak learning rate (default: ${d.optimizer.lr}; with SGD, ${Object.entries(METHOD_LEARNING_RATES).map(([m, lr]) => `${m} ${lr}`).join(', ')})`, positiveNumber)
     .option('--weight-decay <x>', `weight decay (default: ${d.optimizer.weightDecay})`, nonNegativeNumber)
     .option('--seed <n>', `random seed (default: ${d.seed})`, nonNegativeInt)
     .option('--workers <n>', `loader worker threads, 0 = none (default: ${d.workers})`, nonNegativeInt)

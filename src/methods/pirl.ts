@@ -10,7 +10,9 @@
 //   after the step: m_I <- normalise(0.5 m_I + 0.5 f(v_I))              (section 3.2)
 //
 // Small-data defaults: 4096 negatives (the paper: 32,000 of 1.28M images),
-// T = 0.07; patches are 16 px of a 32 px view (recipes.ts's jigsaw set).
+// T = 0.2 (the paper: 0.07) and a bank warmed up with the untrained
+// network's embeddings, as InsDis (memory_bank.ts); patches are 16 px of a
+// 32 px view (recipes.ts's jigsaw set).
 import { z } from 'zod';
 import * as tf from '../tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';

@@ -53,7 +53,26 @@ export const ModelConfig = z
   })
   .strict();
 
-export const RunConfig = z
+/**
+ * Peak SGD learning rates of the methods whose short-schedule recipe differs
+ * from the optimizer's default, used when the run sets neither a learning
+ * rate nor another optimizer. Each method's file says why.
+ */
+export const METHOD_LEARNING_RATES: Readonly<Record<string, number>> = { byol: 0.5 };
+
+function withMethodLearningRate(raw: unknown): unknown {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
+  const run = raw as { method?: unknown; optimizer?: unknown };
+  const lr = typeof run.method === 'string' ? METHOD_LEARNING_RATES[run.method] : undefined;
+  if (lr === undefined) return raw;
+  const optimizer = run.optimizer ?? {};
+  if (typeof optimizer !== 'object' || optimizer === null) return raw;
+  const { lr: given, name } = optimizer as { lr?: unknown; name?: unknown };
+  if (given !== undefined || (name !== undefined && name !== 'sgd')) return raw;
+  return { ...run, optimizer: { ...optimizer, lr } };
+}
+
+const RunConfigFields = z
   .object({
     method: z.string().min(1).default('supervised'),
     /** Method-specific settings (validated by the method). */
@@ -94,6 +113,7 @@ export const RunConfig = z
   })
   .strict();
 
+export const RunConfig = z.preprocess(withMethodLearningRate, RunConfigFields);
 export type RunConfig = z.infer<typeof RunConfig>;
 
 /** Validates `raw` (from YAML and flags); the error lists every bad key by its path. */
