@@ -123,14 +123,17 @@ test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector;
   method.dispose();
 });
 
-// With the bank warmed up, the 12 steps' drop is smaller than from random
-// rows (about 0.4 for InsDis, 0.3 for PIRL), but still well clear of noise.
+// With the bank warmed up the 12 steps' drop is smaller than from random
+// rows; at the papers' T 0.07 it is about 0.4 for InsDis and 0.3 for PIRL,
+// well clear of noise (the default T 0.2 compresses the loss to a 0.1 drop).
+const sharp = { methodOptions: { temperature: 0.07 } };
+
 test('tiny InsDis run on Fashion-MNIST: the loss falls', async () => {
-  const losses = await epochLosses(tinyConfig('insdis', {}, 0.05));
+  const losses = await epochLosses(tinyConfig('insdis', sharp, 0.05));
   assert.ok(losses.at(-1)! < losses[0]! - 0.2, `epoch losses ${losses.join(' ')}`);
 });
 
 test('tiny PIRL run on Fashion-MNIST: the loss falls', async () => {
-  const losses = await epochLosses(tinyConfig('pirl', {}, 0.05));
+  const losses = await epochLosses(tinyConfig('pirl', sharp, 0.05));
   assert.ok(losses.at(-1)! < losses[0]! - 0.2, `epoch losses ${losses.join(' ')}`);
 });
