@@ -113,26 +113,49 @@ def build(spec):
     return ResNet(spec["depth"], spec["stem"], spec["width"], spec["inChannels"], spec["numClasses"])
 
 
+class Stepper:
+    """One model, optimizer and fixed batch; `step()` times one training step in ms."""
+
+    def __init__(self, spec, batch):
+        torch.manual_seed(0)
+        self.model = build(spec).train()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.x = torch.randn(batch, spec["inChannels"], spec["size"], spec["size"])
+        self.y = torch.randint(0, spec["numClasses"], (batch,))
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+
+    def step(self):
+        start = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        loss.item()  # the step is finished when its loss is read
+        return (time.perf_counter() - start) * 1000
+
+
 def time_steps(spec, batch, steps, warmup, threads):
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build(spec).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, spec["inChannels"], spec["size"], spec["size"])
-    y = torch.randint(0, spec["numClasses"], (batch,))
+    stepper = Stepper(spec, batch)
     times = []
     for i in range(warmup + steps):
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        loss.item()  # the step is finished when its loss is read
+        ms = stepper.step()
         if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
+            times.append(ms)
         print(f"[pytorch] {spec['id']} threads={threads} step {i + 1}/{warmup + steps}", file=sys.stderr, flush=True)
-    params = sum(p.numel() for p in model.parameters())
-    return {"threads": threads, "stepsMs": times, "medianMs": statistics.median(times), "parameters": params}
+    return {"threads": threads, "stepsMs": times, "medianMs": statistics.median(times), "parameters": stepper.parameters}
+
+
+def serve(spec, batch):
+    """Steps on request, so the caller can interleave them with its own: each
+    stdin line `THREADS COUNT` runs COUNT steps at THREADS threads and answers
+    one JSON line with their times; end of input exits."""
+    stepper = Stepper(spec, batch)
+    print(json.dumps({"torch": torch.__version__, "parameters": stepper.parameters}), flush=True)
+    for line in sys.stdin:
+        threads, count = (int(v) for v in line.split())
+        torch.set_num_threads(threads)
+        print(json.dumps({"threads": threads, "stepsMs": [stepper.step() for _ in range(count)]}), flush=True)
 
 
 def main():
@@ -142,8 +165,12 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", default="1,2", help="thread counts to try; the best is reported")
+    ap.add_argument("--serve", action="store_true", help="run steps as stdin asks (see serve)")
     args = ap.parse_args()
     spec = json.loads(args.spec)
+    if args.serve:
+        serve(spec, args.batch)
+        return
     runs = [time_steps(spec, args.batch, args.steps, args.warmup, int(t)) for t in args.threads.split(",")]
     best = min(runs, key=lambda r: r["medianMs"])
     print(json.dumps({"torch": torch.__version__, "runs": runs, "best": best}))

@@ -5,6 +5,11 @@
 // finished by reading the loss; we report the median over timed steps after
 // warm-up. PyTorch runs as a subprocess of Debian's /usr/bin/python3 with
 // bench/pytorch_step.py, at 1 and 2 threads, and its better figure counts.
+// Native and PyTorch steps are interleaved (one native step, then one PyTorch
+// step at each thread count, round after round): this shared VM's speed
+// drifts by 30% from minute to minute, and timing the engines minutes apart
+// made the ratio a measure of that drift (PyTorch's ResNet-18 step here
+// measured 1.34 s in one bench run and 1.97 s half an hour later).
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
@@ -122,6 +127,118 @@ function trainingStep(spec: ModelSpec, batch: number) {
       labels.dispose();
     },
   };
+}
+
+/** bench/pytorch_step.py --serve: PyTorch steps on request. */
+class PytorchServer {
+  private readonly child;
+  private readonly lines: string[] = [];
+  private waiting: ((line: string | null) => void) | null = null;
+  private stderrTail = '';
+  private closed = false;
+
+  constructor(spec: ModelSpec, batch: number) {
+    const script = path.join(repoRoot(), 'bench', 'pytorch_step.py');
+    this.child = spawn(PYTHON, [script, '--spec', JSON.stringify(spec), '--batch', String(batch), '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let partial = '';
+    this.child.stdout.on('data', (d: Buffer) => {
+      const parts = (partial + d.toString()).split('\n');
+      partial = parts.pop()!;
+      for (const line of parts) this.push(line);
+    });
+    this.child.stderr.on('data', (d: Buffer) => (this.stderrTail = (this.stderrTail + d.toString()).slice(-2000)));
+    this.child.on('close', () => {
+      this.closed = true;
+      this.waiting?.(null);
+    });
+  }
+
+  private push(line: string): void {
+    if (this.waiting) {
+      const resolve = this.waiting;
+      this.waiting = null;
+      resolve(line);
+    } else this.lines.push(line);
+  }
+
+  private async next(): Promise<unknown> {
+    const line = this.lines.shift() ?? (this.closed ? null : await new Promise<string | null>((resolve) => (this.waiting = resolve)));
+    if (line === null) throw new Error(`pytorch_step.py --serve exited: ${this.stderrTail.trim().split('\n').at(-1) ?? ''}`);
+    return JSON.parse(line);
+  }
+
+  /** Waits for the model to be built; its parameter count. */
+  async ready(): Promise<number> {
+    return ((await this.next()) as { parameters: number }).parameters;
+  }
+
+  async steps(threads: number, count: number): Promise<number[]> {
+    this.child.stdin.write(`${threads} ${count}\n`);
+    return ((await this.next()) as { stepsMs: number[] }).stepsMs;
+  }
+
+  close(): void {
+    this.child.stdin.end();
+  }
+}
+
+const PYTORCH_THREADS = [1, 2];
+
+/**
+ * Native and PyTorch on the same model, step by step in turns (see the header):
+ * each round times one native step, then one PyTorch step at each thread
+ * count; PyTorch's figure is its better thread count's.
+ */
+async function timeNativeAndPytorch(spec: ModelSpec, batch: number, steps: number, warmup: number, budgetS: number) {
+  const result: { native: EngineResult; pytorch: EngineResult } = { native: { skipped: 'not timed' }, pytorch: { skipped: 'not timed' } };
+  try {
+    await useBackend('native');
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    return { native: { skipped: why }, pytorch: await timePytorch(spec, batch, steps, warmup) };
+  }
+  const run = trainingStep(spec, batch);
+  const server = new PytorchServer(spec, batch);
+  try {
+    const parameters = await server.ready();
+    const nativeMs: number[] = [];
+    const torchMs = new Map(PYTORCH_THREADS.map((t) => [t, [] as number[]]));
+    const nativeStep = () => {
+      const t0 = performance.now();
+      run.step().dispose();
+      return performance.now() - t0;
+    };
+    for (let i = 0; i < warmup; i++) log(`${spec.id} on native: warm-up ${i + 1}/${warmup} ${fmt(nativeStep())} ms`);
+    for (const t of PYTORCH_THREADS) log(`${spec.id} on pytorch (${t} thr): warm-up ${(await server.steps(t, warmup)).map((ms) => fmt(ms)).join(', ')} ms`);
+    const tensorsBefore = tf.memory().numTensors;
+    const started = performance.now();
+    for (let round = 0; round < steps; round++) {
+      nativeMs.push(nativeStep());
+      const torch: string[] = [];
+      for (const t of PYTORCH_THREADS) {
+        const [ms] = await server.steps(t, 1);
+        torchMs.get(t)!.push(ms!);
+        torch.push(`${fmt(ms!)} ms at ${t} thr`);
+      }
+      log(`${spec.id} round ${round + 1}/${steps}: native ${fmt(nativeMs.at(-1)!)} ms, pytorch ${torch.join(', ')}`);
+      if ((performance.now() - started) / 1000 > budgetS && round + 1 < steps) {
+        log(`${spec.id}: over the ${budgetS} s budget, stopping at ${round + 1} rounds`);
+        break;
+      }
+    }
+    const leak = (tf.memory().numTensors - tensorsBefore) / nativeMs.length;
+    const [threads, best] = [...torchMs].reduce((a, b) => (median(b[1]) < median(a[1]) ? b : a));
+    result.native = timing(nativeMs, batch, { parameters: run.parameters, tensorLeakPerStep: leak });
+    result.pytorch = timing(best, batch, { threads, parameters });
+  } catch (err) {
+    const why = `failed: ${err instanceof Error ? err.message : String(err)}`;
+    if (!isTiming(result.native)) result.native = { skipped: why };
+    result.pytorch = { skipped: why };
+  } finally {
+    server.close();
+    run.dispose();
+  }
+  return result;
 }
 
 async function timeTfjs(spec: ModelSpec, batch: number, backend: BackendName, steps: number, warmup: number, budgetS: number): Promise<EngineResult> {
@@ -322,9 +439,15 @@ export async function runBench(opts: BenchOptions): Promise<void> {
       results.get(spec.key)![backend] = await timeTfjs(spec, batchOf(spec), backend, n, opts.warmup, opts.budget);
     }
   };
-  for (const backend of backends.filter((b) => b !== 'wasm')) await timeBackend(backend);
-  for (const spec of models) {
-    results.get(spec.key)!.pytorch = noPytorch ? { skipped: noPytorch } : await timePytorch(spec, batchOf(spec), steps, opts.warmup);
+  const interleaved = !noPytorch && backends.includes('native');
+  if (interleaved) {
+    for (const spec of models) Object.assign(results.get(spec.key)!, await timeNativeAndPytorch(spec, batchOf(spec), steps, opts.warmup, opts.budget));
+  }
+  for (const backend of backends.filter((b) => b !== 'wasm' && !(interleaved && b === 'native'))) await timeBackend(backend);
+  if (!interleaved) {
+    for (const spec of models) {
+      results.get(spec.key)!.pytorch = noPytorch ? { skipped: noPytorch } : await timePytorch(spec, batchOf(spec), steps, opts.warmup);
+    }
   }
 
   let profile: { model: string; batch: number; backend: string; totalMs: number; kernels: KernelProfileRow[] } | undefined;
