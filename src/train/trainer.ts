@@ -1,6 +1,7 @@
 // The training loop. It knows nothing about any particular method: it builds
 // the data, the method (by name, from the registry), the optimizer and the
-// schedule a config describes, then for every batch
+// schedule a config describes, lets a method that asks for it see the
+// training set once (method.warmUp, before step 0), then for every batch
 //   tensors -> variableGrads(method.loss) -> [clip] -> optimizer step
 //   -> method.afterStep -> dispose,
 // writing metrics, checkpoints and progress around it. A resumed run takes
