@@ -1,5 +1,7 @@
-"""PyTorch CPU reference for `selfsup bench`: one training step of the same
-models, batch and timing as the TypeScript bench, printed as JSON on stdout.
+"""PyTorch CPU reference for `selfsup bench`: training steps of the same
+models, batch and timing as the TypeScript bench, on request (see serve), so
+the bench can interleave them with its own. By hand:
+  echo "2 5" | /usr/bin/python3 bench/pytorch_step.py --spec '{"arch": "convnet", "inChannels": 3, "numClasses": 10, "size": 32}' --batch 64
 
 Run with Debian's /usr/bin/python3 (python3-torch); torch is never a runtime
 dependency of selfsup. Models mirror src/nn: torchvision-style ResNet with a
@@ -7,7 +9,6 @@ CIFAR or ImageNet stem and a width multiplier, and the 3-conv CNN.
 """
 import argparse
 import json
-import statistics
 import sys
 import time
 
@@ -134,22 +135,10 @@ class Stepper:
         return (time.perf_counter() - start) * 1000
 
 
-def time_steps(spec, batch, steps, warmup, threads):
-    torch.set_num_threads(threads)
-    stepper = Stepper(spec, batch)
-    times = []
-    for i in range(warmup + steps):
-        ms = stepper.step()
-        if i >= warmup:
-            times.append(ms)
-        print(f"[pytorch] {spec['id']} threads={threads} step {i + 1}/{warmup + steps}", file=sys.stderr, flush=True)
-    return {"threads": threads, "stepsMs": times, "medianMs": statistics.median(times), "parameters": stepper.parameters}
-
-
 def serve(spec, batch):
-    """Steps on request, so the caller can interleave them with its own: each
-    stdin line `THREADS COUNT` runs COUNT steps at THREADS threads and answers
-    one JSON line with their times; end of input exits."""
+    """First a JSON line with the parameter count; then each stdin line
+    `THREADS COUNT` runs COUNT steps at THREADS threads and answers one JSON
+    line with their times in ms; end of input exits."""
     stepper = Stepper(spec, batch)
     print(json.dumps({"torch": torch.__version__, "parameters": stepper.parameters}), flush=True)
     for line in sys.stdin:
@@ -162,18 +151,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--spec", required=True, help="model spec as JSON (see src/cli/bench.ts)")
     ap.add_argument("--batch", type=int, required=True)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", default="1,2", help="thread counts to try; the best is reported")
-    ap.add_argument("--serve", action="store_true", help="run steps as stdin asks (see serve)")
     args = ap.parse_args()
-    spec = json.loads(args.spec)
-    if args.serve:
-        serve(spec, args.batch)
-        return
-    runs = [time_steps(spec, args.batch, args.steps, args.warmup, int(t)) for t in args.threads.split(",")]
-    best = min(runs, key=lambda r: r["medianMs"])
-    print(json.dumps({"torch": torch.__version__, "runs": runs, "best": best}))
+    serve(json.loads(args.spec), args.batch)
 
 
 if __name__ == "__main__":

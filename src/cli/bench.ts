@@ -139,7 +139,7 @@ class PytorchServer {
 
   constructor(spec: ModelSpec, batch: number) {
     const script = path.join(repoRoot(), 'bench', 'pytorch_step.py');
-    this.child = spawn(PYTHON, [script, '--spec', JSON.stringify(spec), '--batch', String(batch), '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn(PYTHON, [script, '--spec', JSON.stringify(spec), '--batch', String(batch)], { stdio: ['pipe', 'pipe', 'pipe'] });
     let partial = '';
     this.child.stdout.on('data', (d: Buffer) => {
       const parts = (partial + d.toString()).split('\n');
@@ -184,6 +184,31 @@ class PytorchServer {
 
 const PYTORCH_THREADS = [1, 2];
 
+/** PyTorch's figure: the thread count whose steps have the lower median. */
+function bestPytorch(stepsByThreads: Map<number, number[]>, batch: number, parameters: number): Timing {
+  const [threads, stepsMs] = [...stepsByThreads].reduce((a, b) => (median(b[1]) < median(a[1]) ? b : a));
+  return timing(stepsMs, batch, { threads, parameters });
+}
+
+/** PyTorch alone (when native is not timed): warm-up, then `steps` steps at each thread count. */
+async function timePytorch(spec: ModelSpec, batch: number, steps: number, warmup: number): Promise<EngineResult> {
+  const server = new PytorchServer(spec, batch);
+  try {
+    const parameters = await server.ready();
+    const stepsByThreads = new Map<number, number[]>();
+    for (const t of PYTORCH_THREADS) {
+      await server.steps(t, warmup);
+      stepsByThreads.set(t, await server.steps(t, steps));
+      log(`${spec.id} on pytorch (${t} thr): ${stepsByThreads.get(t)!.map((ms) => fmt(ms)).join(', ')} ms`);
+    }
+    return bestPytorch(stepsByThreads, batch, parameters);
+  } catch (err) {
+    return { skipped: `failed: ${err instanceof Error ? err.message : String(err)}` };
+  } finally {
+    server.close();
+  }
+}
+
 /**
  * Native and PyTorch on the same model, step by step in turns (see the header):
  * each round times one native step, then one PyTorch step at each thread
@@ -227,9 +252,8 @@ async function timeNativeAndPytorch(spec: ModelSpec, batch: number, steps: numbe
       }
     }
     const leak = (tf.memory().numTensors - tensorsBefore) / nativeMs.length;
-    const [threads, best] = [...torchMs].reduce((a, b) => (median(b[1]) < median(a[1]) ? b : a));
     result.native = timing(nativeMs, batch, { parameters: run.parameters, tensorLeakPerStep: leak });
-    result.pytorch = timing(best, batch, { threads, parameters });
+    result.pytorch = bestPytorch(torchMs, batch, parameters);
   } catch (err) {
     const why = `failed: ${err instanceof Error ? err.message : String(err)}`;
     if (!isTiming(result.native)) result.native = { skipped: why };
@@ -291,28 +315,6 @@ function pytorchUnavailable(): string | undefined {
   if (probe.error) return `${PYTHON} not found`;
   if (probe.status !== 0) return `${PYTHON} cannot import torch (apt-get install python3-torch)`;
   return undefined;
-}
-
-async function timePytorch(spec: ModelSpec, batch: number, steps: number, warmup: number): Promise<EngineResult> {
-  const script = path.join(repoRoot(), 'bench', 'pytorch_step.py');
-  const args = [script, '--spec', JSON.stringify(spec), '--batch', String(batch), '--steps', String(steps), '--warmup', String(warmup), '--threads', '1,2'];
-  const child = spawn(PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderrTail = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => {
-    const text = d.toString();
-    stderrTail = (stderrTail + text).slice(-2000);
-    for (const line of text.split('\n')) if (line.startsWith('[pytorch]')) log(line.slice(10));
-  });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  if (code !== 0) return { skipped: `pytorch_step.py exited with ${code}: ${stderrTail.trim().split('\n').at(-1)}` };
-  try {
-    const { best } = JSON.parse(stdout) as { best: { threads: number; stepsMs: number[]; parameters: number } };
-    return timing(best.stepsMs, batch, { threads: best.threads, parameters: best.parameters });
-  } catch {
-    return { skipped: `pytorch_step.py printed no JSON result: ${stdout.slice(0, 200)}` };
-  }
 }
 
 /** Per-kernel time of one training step (after one warm-up step), aggregated by kernel name. */
