@@ -3,7 +3,10 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createMethod } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
+import { loadTestSet, loadTrainingSet } from '../src/train/data.js';
+import { OnlineKnn } from '../src/train/online_knn.js';
 import { train, type TrainResult } from '../src/train/trainer.js';
 
 /** ResNet-18 width 4, 128 Fashion-MNIST images, batches of 32, 3 epochs: 12 steps on native. */
@@ -39,4 +42,30 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
   const result = await train(config, { quiet: true, log: () => undefined, onStep: (s) => losses.push(s.loss) });
   console.log(`# ${config.method}: ${result.steps} steps in ${((performance.now() - started) / 1000).toFixed(1)} s; step losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
   return { result, losses };
+}
+
+/**
+ * A short real pretraining run against its own starting point: ResNet-18
+ * width 8 on 2,000 Fashion-MNIST images, 10 epochs of 128 (150 steps), and
+ * the online kNN (k 20, 1,000 training images as memory, 1,000 test images)
+ * of the untrained network and after every epoch.
+ */
+export async function knnAgainstRandomInit(method: string, lr = 0.06): Promise<{ random: number; epochs: number[]; losses: number[] }> {
+  const config = tinyConfig(method, {
+    epochs: 10,
+    batchSize: 128,
+    dataset: { limit: 2000 },
+    model: { width: 8 },
+    onlineKnn: { every: 1, trainSamples: 1000, testSamples: 1000, k: 20 },
+  }, lr);
+  const knn = OnlineKnn.fromConfig(config, await loadTrainingSet(config.dataset), loadTestSet(config.dataset, 1000), 10);
+  if (typeof knn === 'string') throw new Error(knn);
+  const untrained = createMethod(config);
+  const random = (await knn.evaluate(untrained.backbone)).top1;
+  untrained.dispose();
+  const result = await train(config, { quiet: true, log: () => undefined });
+  const epochs = result.metrics.map((m) => m.knn!.top1);
+  const losses = result.metrics.map((m) => m.loss);
+  console.log(`# ${method}: kNN random init ${random.toFixed(1)}, per epoch ${epochs.map((k) => k.toFixed(1)).join(' ')}; losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
+  return { random, epochs, losses };
 }

@@ -1,11 +1,12 @@
 // SimCLR and BYOL: their parts (head with BN, EMA target of buffers, the tau
-// schedule driving it), option validation, and a tiny Fashion-MNIST run of
-// each whose loss falls.
+// schedule driving it), option validation, a tiny Fashion-MNIST run of each
+// whose loss falls, and a 150-step SimCLR run whose kNN beats the untrained
+// network's (the other methods do not yet, at that size: see issue 5).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as tf from '../src/tf.js';
 import { useBackend } from '../src/backend/select.js';
-import { epochLosses, tinyConfig } from './method_runs.js';
+import { epochLosses, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 import { BYOL } from '../src/methods/byol.js';
 import { createMethod, methodNames } from '../src/methods/index.js';
 import { SimCLR } from '../src/methods/simclr.js';
@@ -60,6 +61,13 @@ test('BYOL: the target is an untrained copy; afterStep moves it by the cosine ta
 test('tiny SimCLR run on Fashion-MNIST: the NT-Xent loss falls', async () => {
   const losses = await epochLosses(tinyConfig('simclr'));
   assert.ok(losses.at(-1)! < losses[0]! - 0.1, `epoch losses ${losses.join(' ')}`);
+});
+
+test('SimCLR, 150 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained', async () => {
+  const { random, epochs, losses } = await knnAgainstRandomInit('simclr');
+  assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
+  // Measured: 65.8 untrained, 69.9 after the last epoch (1,000 queries: about 1.5 points of noise).
+  assert.ok(epochs.at(-1)! > random + 2, `kNN ${epochs.at(-1)} after training vs ${random} untrained`);
 });
 
 test('tiny BYOL run on Fashion-MNIST: the symmetrised negative-cosine loss falls', async () => {
