@@ -129,7 +129,7 @@ function trainingStep(spec: ModelSpec, batch: number) {
   };
 }
 
-/** bench/pytorch_step.py --serve: PyTorch steps on request. */
+/** bench/pytorch_step.py: PyTorch steps on request (its serve()). */
 class PytorchServer {
   private readonly child;
   private readonly lines: string[] = [];
@@ -163,7 +163,7 @@ class PytorchServer {
 
   private async next(): Promise<unknown> {
     const line = this.lines.shift() ?? (this.closed ? null : await new Promise<string | null>((resolve) => (this.waiting = resolve)));
-    if (line === null) throw new Error(`pytorch_step.py --serve exited: ${this.stderrTail.trim().split('\n').at(-1) ?? ''}`);
+    if (line === null) throw new Error(`pytorch_step.py exited: ${this.stderrTail.trim().split('\n').at(-1) ?? ''}`);
     return JSON.parse(line);
   }
 
