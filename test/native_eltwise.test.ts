@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { nativeAddon } from '../src/backend/native_addon.js';
+import { sgdMomentumUpdate } from '../src/backend/ops.js';
 import {
   countCalls,
   assertClose,
@@ -145,6 +146,17 @@ describe('native element-wise kernels match tfjs-cpu', () => {
     await nativeMatches(softmaxCalls, () => tf.softmax(randomTensor([4, 6], 9), 1), 'softmax dim 1 of a matrix');
     await sameSpecialValues(() => tf.softmax(tf.tensor2d([[1, 2, Infinity], [-Infinity, 0, 1], [NaN, 0, 1]])), 'softmax special');
     await assertNativeMatchesCpu(() => tf.logSoftmax(randomTensor([8, 33], 3, -20, 20)), { atol: 1e-5 }, 'logSoftmax');
+  });
+
+  test('the fused momentum-SGD update matches its composite of stock ops, plain and Nesterov, with weight decay', async () => {
+    const sgdCalls = countCalls('sgdMomentum');
+    for (const [i, [shape, nesterov, weightDecay]] of ([[[3, 3, 16, 32], false, 5e-4], [[70001], true, 0.01], [[7], false, 0]] as Array<
+      [number[], boolean, number]
+    >).entries()) {
+      const settings = { lr: 0.3, momentum: 0.9, weightDecay, nesterov };
+      await nativeMatches(sgdCalls, () => sgdMomentumUpdate(randomTensor(shape, 600 + i), randomTensor(shape, 700 + i), randomTensor(shape, 800 + i), settings),
+        `sgd ${JSON.stringify(shape)} nesterov ${nesterov} wd ${weightDecay}`);
+    }
   });
 
   test('the addon log-softmax matches tf.logSoftmax', async () => {

@@ -7,9 +7,14 @@ import type { Tensor } from '@tensorflow/tfjs-core';
 import { AdamW, LARS, SGD, clipGradNorm, namedParameters, type NamedParameter, type Optimizer } from '../src/train/optimizers.js';
 import { constantSchedule, cosineSchedule, emaMomentum, stepSchedule } from '../src/train/schedules.js';
 import { Linear } from '../src/nn/layers.js';
-import { assertClose } from './helpers.js';
+import { assertClose, setupNative } from './helpers.js';
+import { SgdMomentumUpdate } from '../src/backend/ops.js';
 
+await setupNative();
 await tf.setBackend('cpu');
+
+/** SGD runs on tfjs-cpu as the composite of stock ops, and on native as one fused kernel: both must give the hand values. */
+const SGD_BACKENDS = ['cpu', 'native'];
 
 /** A weight w (decay group) and a bias b (no decay). */
 function params(w: number[], b: number[]): NamedParameter[] {
@@ -31,27 +36,34 @@ function run(opt: Optimizer, ps: NamedParameter[], grads: Array<[number[], numbe
 
 const same = (g: [number[], number[]], n: number) => Array.from({ length: n }, () => g);
 
-test('SGD with momentum and weight decay on the decay group only', () => {
-  const ps = params([1, -2], [0.5]);
-  const after = run(new SGD(ps, { momentum: 0.9, weightDecay: 0.01 }), ps, same([[0.1, 0.2], [0.3]], 2));
-  // step 1: g' = g + 0.01 w = [0.11, 0.18] = buffer; w -= 0.1 * buffer. Bias: buffer 0.3, b = 0.5 - 0.03.
-  assertClose(after[0]![0], [0.989, -2.018], { atol: 1e-6, rtol: 0 }, 'w after 1');
-  assertClose(after[0]![1], [0.47], { atol: 1e-6, rtol: 0 }, 'b after 1');
-  // step 2: g' = [0.10989, 0.17982]; buffer = 0.9 [0.11, 0.18] + g' = [0.20889, 0.34182]. Bias buffer 0.57.
-  assertClose(after[1]![0], [0.968111, -2.052182], { atol: 1e-6, rtol: 0 }, 'w after 2');
-  assertClose(after[1]![1], [0.413], { atol: 1e-6, rtol: 0 }, 'b after 2');
-});
+for (const backend of SGD_BACKENDS) {
+  test(`SGD with momentum and weight decay on the decay group only (${backend})`, async () => {
+    await tf.setBackend(backend);
+    assert.equal(tf.getKernel(SgdMomentumUpdate, backend) !== undefined, backend === 'native');
+    const ps = params([1, -2], [0.5]);
+    const after = run(new SGD(ps, { momentum: 0.9, weightDecay: 0.01 }), ps, same([[0.1, 0.2], [0.3]], 2));
+    // step 1: g' = g + 0.01 w = [0.11, 0.18] = buffer; w -= 0.1 * buffer. Bias: buffer 0.3, b = 0.5 - 0.03.
+    assertClose(after[0]![0], [0.989, -2.018], { atol: 1e-6, rtol: 0 }, 'w after 1');
+    assertClose(after[0]![1], [0.47], { atol: 1e-6, rtol: 0 }, 'b after 1');
+    // step 2: g' = [0.10989, 0.17982]; buffer = 0.9 [0.11, 0.18] + g' = [0.20889, 0.34182]. Bias buffer 0.57.
+    assertClose(after[1]![0], [0.968111, -2.052182], { atol: 1e-6, rtol: 0 }, 'w after 2');
+    assertClose(after[1]![1], [0.413], { atol: 1e-6, rtol: 0 }, 'b after 2');
+    await tf.setBackend('cpu');
+  });
 
-test('SGD with Nesterov momentum', () => {
-  const ps = params([1, -2], [0.5]);
-  const after = run(new SGD(ps, { momentum: 0.9, nesterov: true, weightDecay: 0.01 }), ps, same([[0.1, 0.2], [0.3]], 2));
-  // step 1: buffer = g' = [0.11, 0.18]; direction g' + 0.9 buffer = [0.209, 0.342].
-  assertClose(after[0]![0], [0.9791, -2.0342], { atol: 1e-6, rtol: 0 });
-  // step 2: g' = [0.109791, 0.179658], buffer [0.208791, 0.341658], direction [0.2977029, 0.4871502].
-  assertClose(after[1]![0], [0.94932971, -2.08291502], { atol: 1e-6, rtol: 0 });
-  // Bias: buffer 0.3, direction 0.57 -> 0.443; buffer 0.57, direction 0.813 -> 0.3617.
-  assertClose(after[1]![1], [0.3617], { atol: 1e-6, rtol: 0 });
-});
+  test(`SGD with Nesterov momentum (${backend})`, async () => {
+    await tf.setBackend(backend);
+    const ps = params([1, -2], [0.5]);
+    const after = run(new SGD(ps, { momentum: 0.9, nesterov: true, weightDecay: 0.01 }), ps, same([[0.1, 0.2], [0.3]], 2));
+    // step 1: buffer = g' = [0.11, 0.18]; direction g' + 0.9 buffer = [0.209, 0.342].
+    assertClose(after[0]![0], [0.9791, -2.0342], { atol: 1e-6, rtol: 0 });
+    // step 2: g' = [0.109791, 0.179658], buffer [0.208791, 0.341658], direction [0.2977029, 0.4871502].
+    assertClose(after[1]![0], [0.94932971, -2.08291502], { atol: 1e-6, rtol: 0 });
+    // Bias: buffer 0.3, direction 0.57 -> 0.443; buffer 0.57, direction 0.813 -> 0.3617.
+    assertClose(after[1]![1], [0.3617], { atol: 1e-6, rtol: 0 });
+    await tf.setBackend('cpu');
+  });
+}
 
 test('LARS: trust ratio on the decay group, plain momentum SGD on BN/bias', () => {
   const ps = params([3, 4], [0.5]);

@@ -261,6 +261,33 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sgdMomentum(p, g, buf, pOut, bufOut, lr, momentum, weightDecay, nesterov):
+// PyTorch's SGD step for one parameter in one pass over its four arrays
+//   g' = g + wd p;  b = mu buf + g';  p' = p - lr (nesterov ? g' + mu b : b)
+// instead of the five or six element-wise ops (each a full pass) of the composite.
+Napi::Value SgdMomentum(const Napi::CallbackInfo& info) {
+  int64_t n = static_cast<int64_t>(floatLength(info[0]));
+  const float* p = floatData(info[0], "p");
+  const float* g = floatsOfLength(info[1], n, "g");
+  const float* buf = floatsOfLength(info[2], n, "buf");
+  float* pOut = floatsOfLength(info[3], n, "pOut");
+  float* bufOut = floatsOfLength(info[4], n, "bufOut");
+  float lr = info[5].As<Napi::Number>().FloatValue();
+  float mu = info[6].As<Napi::Number>().FloatValue();
+  float wd = info[7].As<Napi::Number>().FloatValue();
+  bool nesterov = info[8].ToBoolean();
+  parallelRanges(n, 1, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      float gi = g[i] + wd * p[i];
+      float b = mu * buf[i] + gi;
+      bufOut[i] = b;
+      pOut[i] = p[i] - lr * (nesterov ? gi + mu * b : b);
+    }
+  });
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitEltwise(Napi::Env env, Napi::Object exports) {
@@ -270,6 +297,7 @@ void InitEltwise(Napi::Env env, Napi::Object exports) {
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("addN", Napi::Function::New(env, AddN));
   exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("sgdMomentum", Napi::Function::New(env, SgdMomentum));
 }
 
 }  // namespace selfsup

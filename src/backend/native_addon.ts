@@ -22,9 +22,10 @@ export interface NativeAddon {
   matmul(a: F32, b: F32, bias: F32 | null, c: F32, dims: Dims): void;
 
   /** Training-mode batch norm over [rows, C] (NHWC flattened). Writes y, batch mean and biased variance. */
-  batchNormTrain(x: F32, gamma: F32, beta: F32, y: F32, mean: F32, variance: F32, dims: Dims, epsilon: number): void;
-  /** Backward of batchNormTrain: dx, dgamma, dbeta. */
-  batchNormTrainBackward(x: F32, dy: F32, gamma: F32, mean: F32, variance: F32, dx: F32, dgamma: F32, dbeta: F32, dims: Dims, epsilon: number): void;
+  batchNormTrain(x: F32, gamma: F32, beta: F32, y: F32, mean: F32, variance: F32, dims: Dims, epsilon: number, residual: F32 | null, relu: boolean): void;
+  /** Backward of batchNormTrain: dx, dgamma, dbeta; with the forward's ReLU output y, dy is masked first and written to dresidual. */
+  batchNormTrainBackward(x: F32, dy: F32, gamma: F32, mean: F32, variance: F32, dx: F32, dgamma: F32, dbeta: F32, dims: Dims, epsilon: number,
+    y: F32 | null, dresidual: F32 | null): void;
   /** Inference batch norm with given statistics; scale/offset may be null. */
   batchNormInference(x: F32, mean: F32, variance: F32, scale: F32 | null, offset: F32 | null, y: F32, dims: Dims, epsilon: number): void;
 
@@ -46,6 +47,8 @@ export interface NativeAddon {
   addN(xs: F32[], y: F32): void;
   /** Softmax (or log-softmax) of each row of x viewed as [rows, cols]. */
   softmax(x: F32, y: F32, rows: number, cols: number, log: boolean): void;
+  /** One momentum-SGD step of one parameter (PyTorch's formula), into pOut and bufOut. */
+  sgdMomentum(p: F32, g: F32, buf: F32, pOut: F32, bufOut: F32, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;
   /** y[o, i] = op over r of x[o, r, i], x viewed as [outer, n, inner]. */
   reduce(op: number, x: F32, y: F32, outer: number, n: number, inner: number): void;
   /** y's dimension i is x's dimension perm[i]. */

@@ -8,6 +8,7 @@ import type { Tensor, Tensor1D } from '@tensorflow/tfjs-core';
 export const BatchNormTrain = 'SelfsupBatchNormTrain';
 export const ReluGrad = 'SelfsupReluGrad';
 export const BatchNormTrainGrad = 'SelfsupBatchNormTrainGrad';
+export const SgdMomentumUpdate = 'SelfsupSgdMomentumUpdate';
 
 export interface BatchNormTrainResult {
   y: Tensor;
@@ -17,22 +18,55 @@ export interface BatchNormTrainResult {
   variance: Tensor1D;
 }
 
+/** What a training-mode batch norm may fuse after itself: y = relu(bn(x) + residual). */
+export interface BatchNormEpilogue {
+  /** Added to the normalised output (a ResNet block's shortcut), same shape as x. */
+  residual?: Tensor;
+  /** Clamp the result at 0. */
+  relu?: boolean;
+}
+
 /**
  * Training-mode batch norm over every axis but the last (NHWC channels):
- * y = gamma * (x - mean) / sqrt(var + eps) + beta, with the batch statistics.
+ * y = gamma * (x - mean) / sqrt(var + eps) + beta, with the batch statistics,
+ * then the optional epilogue (residual add, ReLU) in the same pass.
  * With `groups` G > 1 each of G consecutive slices of the batch is normalised
  * with its own statistics (MoCo's shuffle-BN, see methods/parts/split_bn.ts);
  * gamma and beta are shared, and mean/variance are [G·C], group-major.
  */
-export function batchNormTrain(x: Tensor, gamma: Tensor1D, beta: Tensor1D, epsilon = 1e-5, groups = 1): BatchNormTrainResult {
+export function batchNormTrain(
+  x: Tensor,
+  gamma: Tensor1D,
+  beta: Tensor1D,
+  epsilon = 1e-5,
+  groups = 1,
+  { residual, relu = false }: BatchNormEpilogue = {},
+): BatchNormTrainResult {
   const n = x.shape[0] ?? 1;
   if (!(Number.isInteger(groups) && groups >= 1 && n % groups === 0)) {
     throw new Error(`batchNormTrain: a batch of ${n} does not split into ${groups} equal groups`);
   }
+  if (residual && !tf.util.arraysEqual(residual.shape, x.shape)) {
+    throw new Error(`batchNormTrain: the residual must have x's shape [${x.shape}], got [${residual.shape}]`);
+  }
   if (tf.getKernel(BatchNormTrain, tf.getBackend())) {
-    const [y, mean, variance] = tf.engine().runKernel(BatchNormTrain, { x, gamma, beta }, { epsilon, groups }) as Tensor[];
+    const inputs: tf.NamedTensorMap = residual ? { x, gamma, beta, residual } : { x, gamma, beta };
+    const attrs = { epsilon, groups, relu, residual: residual !== undefined };
+    const [y, mean, variance] = tf.engine().runKernel(BatchNormTrain, inputs, attrs) as Tensor[];
     return { y: y!, mean: mean as Tensor1D, variance: variance as Tensor1D };
   }
+  const plain = batchNormTrainComposite(x, gamma, beta, epsilon, groups);
+  if (!residual && !relu) return plain;
+  const y = tf.tidy(() => {
+    const sum = residual ? tf.add(plain.y, residual) : plain.y;
+    return relu ? tf.relu(sum) : sum;
+  });
+  plain.y.dispose();
+  return { ...plain, y };
+}
+
+function batchNormTrainComposite(x: Tensor, gamma: Tensor1D, beta: Tensor1D, epsilon: number, groups: number): BatchNormTrainResult {
+  const n = x.shape[0] ?? 1;
   return tf.tidy(() => {
     if (groups > 1) {
       // [G·m, ..., C] -> [m, ..., G·C]: the groups become channels of one plain BN.
@@ -41,7 +75,7 @@ export function batchNormTrain(x: Tensor, gamma: Tensor1D, beta: Tensor1D, epsil
       const C = rest[rest.length - 1]!;
       const toChannels = [1, ...inner.map((_, i) => i + 2), 0, inner.length + 2];
       const grouped = tf.reshape(tf.transpose(tf.reshape(x, [groups, n / groups, ...rest]), toChannels), [n / groups, ...inner, groups * C]);
-      const r = batchNormTrain(grouped, tf.tile(gamma, [groups]) as Tensor1D, tf.tile(beta, [groups]) as Tensor1D, epsilon);
+      const r = batchNormTrainComposite(grouped, tf.tile(gamma, [groups]) as Tensor1D, tf.tile(beta, [groups]) as Tensor1D, epsilon, 1);
       const back = [inner.length + 1, 0, ...inner.map((_, i) => i + 1), inner.length + 2];
       return { ...r, y: tf.reshape(tf.transpose(tf.reshape(r.y, [n / groups, ...inner, groups, C]), back), x.shape) };
     }
@@ -55,19 +89,19 @@ export function batchNormTrain(x: Tensor, gamma: Tensor1D, beta: Tensor1D, epsil
 tf.registerGradient({
   kernelName: BatchNormTrain,
   inputsToSave: ['x', 'gamma'],
-  outputsToSave: [false, true, true],
+  outputsToSave: [true, true, true],
   gradFunc: (dy, saved, attrs) => {
-    const [x, gamma, mean, variance] = saved as Tensor[];
+    const [x, gamma, y, mean, variance] = saved as Tensor[];
     const dyY = Array.isArray(dy) ? dy[0]! : dy;
-    // One backward kernel yields all three gradients. It runs here, not in the
+    const { relu, residual } = attrs as unknown as { relu: boolean; residual: boolean };
+    // One backward kernel yields all the gradients. It runs here, not in the
     // closures: tfjs runs each closure in its own tidy scope, which would
-    // dispose the two outputs a closure does not return.
-    const [dx, dgamma, dbeta] = tf.engine().runKernel(
-      BatchNormTrainGrad,
-      { x: x!, dy: dyY, gamma: gamma!, mean: mean!, variance: variance! },
-      attrs as unknown as tf.NamedAttrMap,
-    ) as Tensor[];
-    return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    // dispose the outputs a closure does not return.
+    const inputs: tf.NamedTensorMap = { x: x!, dy: dyY, gamma: gamma!, mean: mean!, variance: variance!, ...(relu ? { y: y! } : {}) };
+    const [dx, dgamma, dbeta, dresidual] = tf.engine().runKernel(BatchNormTrainGrad, inputs, attrs as unknown as tf.NamedAttrMap) as Tensor[];
+    const grads: Record<string, () => Tensor> = { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    if (residual) grads.residual = () => (relu ? dresidual! : dyY);
+    return grads;
   },
 });
 
@@ -85,3 +119,29 @@ tf.registerGradient({
     return stockReluGradient.gradFunc(dy, saved, attrs);
   },
 });
+
+export interface SgdMomentumSettings {
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  nesterov: boolean;
+}
+
+/**
+ * PyTorch's momentum-SGD step for one parameter:
+ *   g' = g + wd p;  b = mu buf + g';  p' = p - lr (nesterov ? g' + mu b : b).
+ * Returns [p', b] as new tensors (the caller assigns them). A backend with the
+ * fused kernel makes one pass over the four arrays instead of six ops' worth.
+ */
+export function sgdMomentumUpdate(p: Tensor, g: Tensor, buf: Tensor, settings: SgdMomentumSettings): [Tensor, Tensor] {
+  if (tf.getKernel(SgdMomentumUpdate, tf.getBackend())) {
+    return tf.engine().runKernel(SgdMomentumUpdate, { p, g, buf }, { ...settings }) as [Tensor, Tensor];
+  }
+  const { lr, momentum, weightDecay, nesterov } = settings;
+  return tf.tidy(() => {
+    const decayed = weightDecay > 0 ? tf.add(g, tf.mul(p, weightDecay)) : g;
+    const b = tf.add(tf.mul(buf, momentum), decayed);
+    const direction = nesterov ? tf.add(decayed, tf.mul(b, momentum)) : b;
+    return [tf.sub(p, tf.mul(direction, lr)), b];
+  });
+}

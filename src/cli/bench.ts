@@ -1,8 +1,8 @@
 // `selfsup bench`: training-step throughput of the reference models on each
 // tfjs backend and on PyTorch CPU, the ratios DESIGN.md's 2x target is judged
 // by, and a per-kernel profile of one step. A step is forward, softmax
-// cross-entropy, backward and a momentum-SGD update (lr 0.01, momentum 0.9),
-// finished by reading the loss; we report the median over timed steps after
+// cross-entropy, backward and the trainer's momentum-SGD update (lr 0.01,
+// momentum 0.9, as torch.optim.SGD), finished by reading the loss; we report the median over timed steps after
 // warm-up. PyTorch runs as a subprocess of Debian's /usr/bin/python3 with
 // bench/pytorch_step.py, at 1 and 2 threads, and its better figure counts.
 // Native and PyTorch steps are interleaved (one native step, then one PyTorch
@@ -22,6 +22,7 @@ import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { BACKEND_NAMES, useBackend, type BackendName } from '../backend/select.js';
 import { ConvNet, ResNet, Rng, normal } from '../nn/index.js';
 import { writeFileAtomic } from '../data/atomic_file.js';
+import { SGD, namedParameters } from '../train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../data/index.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -108,7 +109,7 @@ function buildModel(spec: ModelSpec): ResNet | ConvNet {
 /** A model, its optimizer and a fixed batch on the active backend; `step()` runs one training step. */
 function trainingStep(spec: ModelSpec, batch: number) {
   const model = buildModel(spec).train();
-  const optimizer = tf.train.momentum(0.01, 0.9);
+  const optimizer = new SGD(namedParameters(model), { momentum: 0.9 });
   const x = normal([batch, spec.size, spec.size, spec.inChannels], 1, new Rng(1)) as Tensor4D;
   const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from({ length: batch }, (_, i) => i % spec.numClasses), 'int32'), spec.numClasses));
   const params = model.parameters();
@@ -116,7 +117,9 @@ function trainingStep(spec: ModelSpec, batch: number) {
   return {
     parameters: model.numParameters(),
     step(): Tensor {
-      const value = optimizer.minimize(loss, true, params)!;
+      const { value, grads } = tf.variableGrads(loss, params);
+      optimizer.step(grads, 0.01);
+      tf.dispose(grads);
       value.dataSync();
       return value;
     },

@@ -3,7 +3,7 @@
 // global average pool, linear classifier.
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { Module } from './module.js';
-import { BatchNorm2d, Conv2d, Linear, relu } from './layers.js';
+import { BatchNorm2d, Conv2d, Linear } from './layers.js';
 import { Rng } from './init.js';
 import { globalAvgPool } from './resnet.js';
 
@@ -38,7 +38,7 @@ export class ConvNet extends Module {
   }
 
   features(x: Tensor4D): Tensor2D {
-    const h = this.convs.reduce((h, conv, i) => relu(this.norms[i]!.forward(conv.forward(h))), x);
+    const h = this.convs.reduce((h, conv, i) => this.norms[i]!.forward(conv.forward(h), { relu: true }), x);
     return globalAvgPool(h);
   }
 

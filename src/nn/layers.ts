@@ -2,7 +2,7 @@
 // (channels last) throughout; conv weights are HWIO and Linear weights [in, out].
 import * as tf from '../tf.js';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
-import { batchNormTrain } from '../backend/ops.js';
+import { batchNormTrain, type BatchNormEpilogue } from '../backend/ops.js';
 import { Module, noGrad } from './module.js';
 import { Rng, fanInUniform, kaimingNormalFanOut } from './init.js';
 
@@ -89,11 +89,16 @@ export class BatchNorm2d extends Module {
     this.runningVar = this.addBuffer('running_var', tf.ones([numFeatures]));
   }
 
-  forward<T extends Tensor>(x: T): T {
+  /** With an epilogue, relu(bn(x) + residual): fused into the batch norm's own pass in training mode. */
+  forward<T extends Tensor>(x: T, epilogue: BatchNormEpilogue = {}): T {
     if (!this.training) {
-      return tf.batchNorm(x, this.runningMean, this.runningVar, this.bias, this.weight, this.eps) as T;
+      return tf.tidy(() => {
+        const y = tf.batchNorm(x, this.runningMean, this.runningVar, this.bias, this.weight, this.eps);
+        const sum = epilogue.residual ? tf.add(y, epilogue.residual) : y;
+        return (epilogue.relu ? tf.relu(sum) : sum) as T;
+      });
     }
-    const { y, mean, variance } = batchNormTrain(x, this.weight as Tensor1D, this.bias as Tensor1D, this.eps);
+    const { y, mean, variance } = batchNormTrain(x, this.weight as Tensor1D, this.bias as Tensor1D, this.eps, 1, epilogue);
     this.updateRunningStats(mean, variance, x.size / this.numFeatures);
     return y as T;
   }
@@ -163,9 +168,11 @@ export class MLP extends Module {
   forward(x: Tensor2D): Tensor2D {
     let h = x;
     this.linears.forEach((linear, i) => {
+      const hidden = i + 1 < this.linears.length;
+      const norm = this.norms[i];
       h = linear.forward(h);
-      h = this.norms[i]?.forward(h) ?? h;
-      if (i + 1 < this.linears.length) h = relu(h);
+      if (norm) h = norm.forward(h, { relu: hidden });
+      else if (hidden) h = relu(h);
     });
     return h;
   }

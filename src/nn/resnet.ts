@@ -4,7 +4,7 @@
 import * as tf from '../tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { Module } from './module.js';
-import { BatchNorm2d, Conv2d, Linear, relu } from './layers.js';
+import { BatchNorm2d, Conv2d, Linear } from './layers.js';
 import { Rng } from './init.js';
 
 export type ResNetDepth = 18 | 34 | 50;
@@ -74,11 +74,12 @@ abstract class Block extends Module {
     this.downsample = stride !== 1 || inChannels !== out ? new Downsample(inChannels, out, stride, rng) : undefined;
   }
 
-  protected abstract residual(x: Tensor4D): Tensor4D;
+  /** relu(residual branch(x) + shortcut), the add and ReLU fused into the branch's last batch norm. */
+  protected abstract residual(x: Tensor4D, shortcut: Tensor4D): Tensor4D;
 
   forward(x: Tensor4D): Tensor4D {
     const shortcut = this.downsample ? this.downsample.forward(x) : x;
-    return relu(tf.add(this.residual(x), shortcut));
+    return this.residual(x, shortcut);
   }
 }
 
@@ -98,8 +99,9 @@ class BasicBlock extends Block {
     if (this.downsample) this.addModule('downsample', this.downsample);
   }
 
-  protected residual(x: Tensor4D): Tensor4D {
-    return this.bn2.forward(this.conv2.forward(relu(this.bn1.forward(this.conv1.forward(x)))));
+  protected residual(x: Tensor4D, shortcut: Tensor4D): Tensor4D {
+    const h = this.bn1.forward(this.conv1.forward(x), { relu: true });
+    return this.bn2.forward(this.conv2.forward(h), { residual: shortcut, relu: true });
   }
 }
 
@@ -123,10 +125,10 @@ class Bottleneck extends Block {
     if (this.downsample) this.addModule('downsample', this.downsample);
   }
 
-  protected residual(x: Tensor4D): Tensor4D {
-    const h1 = relu(this.bn1.forward(this.conv1.forward(x)));
-    const h2 = relu(this.bn2.forward(this.conv2.forward(h1)));
-    return this.bn3.forward(this.conv3.forward(h2));
+  protected residual(x: Tensor4D, shortcut: Tensor4D): Tensor4D {
+    const h1 = this.bn1.forward(this.conv1.forward(x), { relu: true });
+    const h2 = this.bn2.forward(this.conv2.forward(h1), { relu: true });
+    return this.bn3.forward(this.conv3.forward(h2), { residual: shortcut, relu: true });
   }
 }
 
@@ -196,7 +198,7 @@ export class ResNet extends Module {
   }
 
   forward(x: Tensor4D): ResNetStages {
-    let stem = relu(this.bn1.forward(this.conv1.forward(x)));
+    let stem = this.bn1.forward(this.conv1.forward(x), { relu: true });
     if (this.stem === 'imagenet') stem = tf.maxPool(stem, 3, 2, 1);
     const [res2, res3, res4, res5] = this.stages.reduce<Tensor4D[]>(
       (outs, stage) => [...outs, stage.forward(outs.at(-1) ?? stem)],

@@ -10,6 +10,7 @@ import * as tf from '../tf.js';
 import type { NamedTensorMap, Scalar, Tensor, Variable } from '@tensorflow/tfjs-core';
 import type { Module } from '../nn/module.js';
 import type { RunConfig } from './config.js';
+import { sgdMomentumUpdate } from '../backend/ops.js';
 
 /** One optimised parameter. */
 export interface NamedParameter {
@@ -134,16 +135,16 @@ export class SGD extends Optimizer {
   }
 
   protected update(p: NamedParameter, grad: Tensor, lr: number): void {
-    const g = p.decay && this.weightDecay > 0 ? tf.add(grad, tf.mul(p.variable, this.weightDecay)) : grad;
     if (this.momentum === 0) {
+      const g = p.decay && this.weightDecay > 0 ? tf.add(grad, tf.mul(p.variable, this.weightDecay)) : grad;
       p.variable.assign(tf.sub(p.variable, tf.mul(g, lr)));
       return;
     }
     const buf = this.slot(p, 'momentum');
-    const b = tf.add(tf.mul(buf, this.momentum), g);
-    buf.assign(b);
-    const direction = this.nesterov ? tf.add(g, tf.mul(b, this.momentum)) : b;
-    p.variable.assign(tf.sub(p.variable, tf.mul(direction, lr)));
+    const weightDecay = p.decay ? this.weightDecay : 0;
+    const [value, velocity] = sgdMomentumUpdate(p.variable, grad, buf, { lr, momentum: this.momentum, weightDecay, nesterov: this.nesterov });
+    buf.assign(velocity);
+    p.variable.assign(value);
   }
 }
 

@@ -16,6 +16,8 @@ const train: KernelConfig = nativeKernel(BatchNormTrain, ({ inputs, backend, att
   const gamma = backend.floats(inputs.gamma!);
   const beta = backend.floats(inputs.beta!);
   if (!x || !gamma || !beta) throw new Error('batchNormTrain: x, gamma and beta must be float32');
+  const residual = inputs.residual ? backend.floats(inputs.residual) : null;
+  if (inputs.residual && !residual) throw new Error('batchNormTrain: the residual must be float32');
   const groups = (attrs.groups as number | undefined) ?? 1;
   const [rows, c] = rowsAndChannels(inputs.x!) as [number, number];
   const y = backend.output(inputs.x!.shape);
@@ -25,7 +27,7 @@ const train: KernelConfig = nativeKernel(BatchNormTrain, ({ inputs, backend, att
   for (let g = 0; g < groups; g++) {
     const part = (v: Float32Array, size: number) => v.subarray(g * size, (g + 1) * size);
     backend.addon.batchNormTrain(part(x, span), gamma, beta, part(y.values, span), part(mean.values, c), part(variance.values, c),
-      [rows / groups, c], attrs.epsilon as number);
+      [rows / groups, c], attrs.epsilon as number, residual && part(residual, span), Boolean(attrs.relu));
   }
   return [y.info, mean.info, variance.info];
 });
@@ -33,6 +35,10 @@ const train: KernelConfig = nativeKernel(BatchNormTrain, ({ inputs, backend, att
 const trainGrad: KernelConfig = nativeKernel(BatchNormTrainGrad, ({ inputs, backend, attrs }) => {
   const [x, dy, gamma, mean, variance] = ['x', 'dy', 'gamma', 'mean', 'variance'].map((k) => backend.floats(inputs[k]!));
   if (!x || !dy || !gamma || !mean || !variance) throw new Error('batchNormTrain gradient: inputs must be float32');
+  const y = inputs.y ? backend.floats(inputs.y) : null;
+  if (inputs.y && !y) throw new Error('batchNormTrain gradient: y must be float32');
+  // With a fused ReLU and residual, the masked dy is also the residual's gradient.
+  const dresidual = y && attrs.residual ? backend.output(inputs.x!.shape) : null;
   const groups = (attrs.groups as number | undefined) ?? 1;
   const [rows, c] = rowsAndChannels(inputs.x!) as [number, number];
   const dx = backend.output(inputs.x!.shape);
@@ -49,7 +55,7 @@ const trainGrad: KernelConfig = nativeKernel(BatchNormTrainGrad, ({ inputs, back
   for (let g = 0; g < groups; g++) {
     const part = (v: Float32Array, size: number) => v.subarray(g * size, (g + 1) * size);
     backend.addon.batchNormTrainBackward(part(x, span), part(dy, span), gamma, part(mean, c), part(variance, c), part(dx.values, span),
-      groupDgamma, groupDbeta, [rows / groups, c], attrs.epsilon as number);
+      groupDgamma, groupDbeta, [rows / groups, c], attrs.epsilon as number, y && part(y, span), dresidual && part(dresidual.values, span));
     if (groups > 1) {
       for (let i = 0; i < c; i++) {
         dgamma.values[i]! += groupDgamma[i]!;
@@ -57,7 +63,7 @@ const trainGrad: KernelConfig = nativeKernel(BatchNormTrainGrad, ({ inputs, back
       }
     }
   }
-  return [dx.info, dgamma.info, dbeta.info];
+  return dresidual ? [dx.info, dgamma.info, dbeta.info, dresidual.info] : [dx.info, dgamma.info, dbeta.info];
 });
 
 const inference = nativeKernel('FusedBatchNorm', ({ inputs, backend, attrs }) => {

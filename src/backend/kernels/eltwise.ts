@@ -2,7 +2,7 @@
 // Softmax. float32 only; anything else declines to the tfjs-cpu kernel.
 import * as tf from '../../tf.js';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { ReluGrad } from '../ops.js';
+import { ReluGrad, SgdMomentumUpdate } from '../ops.js';
 import { nativeKernel, sizeOf, type NativeBackend } from '../native_backend.js';
 
 /** The addon's code for an op name in one of its op tables (looked up once per table). */
@@ -95,4 +95,16 @@ const softmax = nativeKernel(tf.Softmax, ({ inputs, attrs, backend }) => {
   return out.info;
 });
 
-export const kernels: KernelConfig[] = [...unaryKernels, ...binaryKernels, addN, softmax];
+const sgdMomentum = nativeKernel(SgdMomentumUpdate, ({ inputs, attrs, backend }) => {
+  const [p, g, buf] = [inputs.p!, inputs.g!, inputs.buf!].map((t) => backend.floats(t));
+  if (!p || !g || !buf || g.length !== p.length || buf.length !== p.length) {
+    throw new Error(`sgdMomentumUpdate: p, g and buf must be float32 of one size, got [${inputs.p!.shape}], [${inputs.g!.shape}], [${inputs.buf!.shape}]`);
+  }
+  const value = backend.output(inputs.p!.shape);
+  const velocity = backend.output(inputs.p!.shape);
+  const { lr, momentum, weightDecay, nesterov } = attrs as unknown as { lr: number; momentum: number; weightDecay: number; nesterov: boolean };
+  backend.addon.sgdMomentum(p, g, buf, value.values, velocity.values, lr, momentum, weightDecay, nesterov);
+  return [value.info, velocity.info];
+});
+
+export const kernels: KernelConfig[] = [...unaryKernels, ...binaryKernels, addN, softmax, sgdMomentum];

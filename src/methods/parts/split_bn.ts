@@ -7,7 +7,7 @@
 // before the key encoder, undone after it.
 import * as tf from '../../tf.js';
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs-core';
-import { batchNormTrain } from '../../backend/ops.js';
+import { batchNormTrain, type BatchNormEpilogue } from '../../backend/ops.js';
 import { BatchNorm2d } from '../../nn/layers.js';
 import { Module, noGrad } from '../../nn/module.js';
 import type { Rng } from '../../nn/init.js';
@@ -21,10 +21,10 @@ import type { Rng } from '../../nn/init.js';
 export class SplitBatchNorm extends BatchNorm2d {
   groups = 1;
 
-  override forward<T extends Tensor>(x: T): T {
+  override forward<T extends Tensor>(x: T, epilogue: BatchNormEpilogue = {}): T {
     const G = this.groups;
-    if (!this.training || G === 1) return super.forward(x);
-    const { y, mean, variance } = batchNormTrain(x, this.weight as Tensor1D, this.bias as Tensor1D, this.eps, G);
+    if (!this.training || G === 1) return super.forward(x, epilogue);
+    const { y, mean, variance } = batchNormTrain(x, this.weight as Tensor1D, this.bias as Tensor1D, this.eps, G, epilogue);
     this.updateGroupStats(mean, variance, x.size / (G * this.numFeatures));
     return y as T;
   }
