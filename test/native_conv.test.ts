@@ -2,6 +2,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs-core';
+import { nativeAddon } from '../src/backend/native_addon.js';
 import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, randomTensor, setupNative } from './helpers.js';
 
 type GradFn = (...args: Tensor[]) => Tensor;
@@ -24,6 +25,10 @@ const cases: Case[] = [
   { x: [2, 6, 6, 16], k: [1, 1], oc: 32, stride: 2, pad: 'valid' },
   { x: [1, 13, 13, 3], k: [7, 7], oc: 5, stride: 2, pad: [[0, 0], [3, 3], [3, 3], [0, 0]] },
   { x: [2, 5, 7, 3], k: [2, 2], oc: 3, stride: 3, pad: 'valid' },
+  // Winograd (forward and stride-1 backward-data), see the next describe.
+  { x: [2, 8, 8, 64], k: [3, 3], oc: 64, stride: 1, pad: 'same' },
+  { x: [1, 10, 13, 80], k: [3, 3], oc: 96, stride: 1, pad: 'same' },
+  { x: [2, 10, 10, 64], k: [3, 3], oc: 64, stride: 1, pad: 'valid' }, // backward-data falls back to direct
 ];
 
 const label = (c: Case) => `x${c.x.join('x')} k${c.k.join('x')} oc${c.oc} s${c.stride} ${JSON.stringify(c.pad)} d${c.dilation ?? 1}`;
@@ -83,5 +88,27 @@ describe('native conv2d matches tfjs-cpu', () => {
     const loss = (a: Tensor4D, b: Tensor4D) => tf.sum(tf.square(tf.conv2d(a, b, 2, 'same')));
     assertGradientMatchesFiniteDifferences((t) => loss(t as Tensor4D, w), x);
     assertGradientMatchesFiniteDifferences((t) => loss(x, t as Tensor4D), w);
+  });
+});
+
+describe('native conv2d algorithm choice', () => {
+  before(setupNative);
+  // dims as the addon takes them: n h w c kh kw oc oh ow sh sw dh dw pt pl pb pr groups relu
+  const dims = (h: number, c: number, oc: number, pad: number) => {
+    const o = h + 2 * pad - 2;
+    return [2, h, h, c, 3, 3, oc, o, o, 1, 1, 1, 1, pad, pad, pad, pad, 1, 0];
+  };
+
+  test('3x3 stride-1 convolutions with 64+ channels (multiples of 16) on 8x8+ maps run Winograd, the rest direct', () => {
+    const impl = (d: number[]) => nativeAddon().conv2dImplementation(d);
+    if (!/avx512/.test(impl(dims(8, 64, 64, 1)))) return; // Winograd is oneDNN's AVX-512 kernel only
+    assert.match(impl(dims(8, 64, 64, 1)), /wino/);
+    assert.match(impl(dims(16, 80, 96, 1)), /wino/);
+    assert.doesNotMatch(impl(dims(4, 512, 512, 1)), /wino/, 'a 4x4 map');
+    assert.doesNotMatch(impl(dims(16, 32, 32, 1)), /wino/, '32 channels');
+    assert.doesNotMatch(impl(dims(16, 72, 64, 1)), /wino/, '72 channels');
+    assert.match(impl(dims(10, 64, 64, 0)), /wino/, 'VALID padding');
+    // Padding 2: the backward-data of a VALID convolution, run as a forward one; oneDNN declines it.
+    assert.doesNotMatch(impl(dims(10, 64, 64, 2)), /wino/, 'padding 2');
   });
 });

@@ -13,6 +13,8 @@ export interface NativeAddon {
 
   /** dims: [N,H,W,C, KH,KW,OC, OH,OW, strideH,strideW, dilH,dilW, padTop,padLeft,padBottom,padRight, groups, relu] */
   conv2d(x: F32, w: F32, bias: F32 | null, y: F32, dims: Dims): void;
+  /** The oneDNN implementation the forward of this shape runs, e.g. `jit_wino_4x3:avx512_core`. */
+  conv2dImplementation(dims: Dims): string;
   /** dx from dy; same dims as conv2d (relu ignored). */
   conv2dBackwardData(dy: F32, w: F32, dx: F32, dims: Dims): void;
   /** dw (and optionally dbias) from x and dy; same dims as conv2d. */
