@@ -46,13 +46,18 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
 
 /**
  * A short real pretraining run against its own starting point: ResNet-18
- * width 8 on 2,000 Fashion-MNIST images, 10 epochs of 128 (150 steps), and
- * the online kNN (k 20, 1,000 training images as memory, 1,000 test images)
- * of the untrained network and after every epoch.
+ * width 8 on 2,000 Fashion-MNIST images, `epochs` (default 10) of 128 (15
+ * steps each), and the online kNN (k 20, 1,000 training images as memory,
+ * 1,000 test images) of the untrained network and after every epoch.
  */
-export async function knnAgainstRandomInit(method: string, lr = 0.06): Promise<{ random: number; epochs: number[]; losses: number[] }> {
+export async function knnAgainstRandomInit(
+  method: string,
+  lr = 0.06,
+  { epochs: epochCount = 10, methodOptions = {} }: { epochs?: number; methodOptions?: Record<string, unknown> } = {},
+): Promise<{ random: number; epochs: number[]; losses: number[] }> {
   const config = tinyConfig(method, {
-    epochs: 10,
+    epochs: epochCount,
+    methodOptions,
     batchSize: 128,
     dataset: { limit: 2000 },
     model: { width: 8 },
