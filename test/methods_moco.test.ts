@@ -85,12 +85,16 @@ test('mocov2 trains end to end through train(): finite losses, the queue advance
   assert.equal(pointer.data[0], (4 * 32) % 96, 'queue pointer in the checkpoint');
 });
 
-test('MoCo v2, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained', async () => {
-  // A 1,024-key queue (the default 4,096 is twice this set) and plain BN: at
-  // batch 128 shuffle-BN's four groups hold 32 images each, and with them
-  // the same run ends at 66.6, level with the untrained network.
-  const { random, epochs, losses } = await knnAgainstRandomInit('mocov2', 0.06, { epochs: 20, methodOptions: { queueLength: 1024, bnSplits: 1 } });
-  assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
-  // Measured: 65.8 untrained, 70.1 after the last epoch (1,000 queries: about 1.5 points of noise).
-  assert.ok(epochs.at(-1)! > random + 2, `kNN ${epochs.at(-1)} after training vs ${random} untrained`);
-});
+// Measured kNN after the last epoch (65.8 untrained; 1,000 queries: about 1.5 points of noise).
+const MEASURED_TINY_KNN = { mocov1: 70.8, mocov2: 70.1 };
+
+for (const [method, measured] of Object.entries(MEASURED_TINY_KNN)) {
+  test(`${method}, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained (measured ${measured})`, async () => {
+    // A 1,024-key queue (the default 4,096 is twice this set) and plain BN: at
+    // batch 128 shuffle-BN's four groups hold 32 images each, and with them
+    // MoCo v2's run ends at 66.6, level with the untrained network.
+    const { random, epochs, losses } = await knnAgainstRandomInit(method, 0.06, { epochs: 20, methodOptions: { queueLength: 1024, bnSplits: 1 } });
+    assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
+    assert.ok(epochs.at(-1)! > random + 2, `kNN ${epochs.at(-1)} after training vs ${random} untrained`);
+  });
+}
