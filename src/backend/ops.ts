@@ -57,12 +57,17 @@ export function batchNormTrain(
   }
   const plain = batchNormTrainComposite(x, gamma, beta, epsilon, groups);
   if (!residual && !relu) return plain;
-  const y = tf.tidy(() => {
-    const sum = residual ? tf.add(plain.y, residual) : plain.y;
-    return relu ? tf.relu(sum) : sum;
-  });
+  const y = applyEpilogue(plain.y, { residual, relu });
   plain.y.dispose();
   return { ...plain, y };
+}
+
+/** relu(y + residual) of stock ops, where no fused kernel runs (inference mode, other backends). */
+export function applyEpilogue<T extends Tensor>(y: T, { residual, relu = false }: BatchNormEpilogue): T {
+  return tf.tidy(() => {
+    const sum = residual ? tf.add(y, residual) : y;
+    return (relu ? tf.relu(sum) : sum) as T;
+  });
 }
 
 function batchNormTrainComposite(x: Tensor, gamma: Tensor1D, beta: Tensor1D, epsilon: number, groups: number): BatchNormTrainResult {

@@ -2,8 +2,8 @@
 // tfjs backend and on PyTorch CPU, the ratios DESIGN.md's 2x target is judged
 // by, and a per-kernel profile of one step. A step is forward, softmax
 // cross-entropy, backward and the trainer's momentum-SGD update (lr 0.01,
-// momentum 0.9, as torch.optim.SGD), finished by reading the loss; we report the median over timed steps after
-// warm-up. PyTorch runs as a subprocess of Debian's /usr/bin/python3 with
+// momentum 0.9, as torch.optim.SGD), finished by reading the loss; we report
+// the median over timed steps after warm-up. PyTorch runs as a subprocess of Debian's /usr/bin/python3 with
 // bench/pytorch_step.py, at 1 and 2 threads, and its better figure counts.
 // Native and PyTorch steps are interleaved (one native step, then one PyTorch
 // step at each thread count, round after round): this shared VM's speed

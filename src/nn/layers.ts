@@ -2,7 +2,7 @@
 // (channels last) throughout; conv weights are HWIO and Linear weights [in, out].
 import * as tf from '../tf.js';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
-import { batchNormTrain, type BatchNormEpilogue } from '../backend/ops.js';
+import { applyEpilogue, batchNormTrain, type BatchNormEpilogue } from '../backend/ops.js';
 import { Module, noGrad } from './module.js';
 import { Rng, fanInUniform, kaimingNormalFanOut } from './init.js';
 
@@ -92,11 +92,7 @@ export class BatchNorm2d extends Module {
   /** With an epilogue, relu(bn(x) + residual): fused into the batch norm's own pass in training mode. */
   forward<T extends Tensor>(x: T, epilogue: BatchNormEpilogue = {}): T {
     if (!this.training) {
-      return tf.tidy(() => {
-        const y = tf.batchNorm(x, this.runningMean, this.runningVar, this.bias, this.weight, this.eps);
-        const sum = epilogue.residual ? tf.add(y, epilogue.residual) : y;
-        return (epilogue.relu ? tf.relu(sum) : sum) as T;
-      });
+      return tf.tidy(() => applyEpilogue(tf.batchNorm(x, this.runningMean, this.runningVar, this.bias, this.weight, this.eps) as T, epilogue));
     }
     const { y, mean, variance } = batchNormTrain(x, this.weight as Tensor1D, this.bias as Tensor1D, this.eps, 1, epilogue);
     this.updateRunningStats(mean, variance, x.size / this.numFeatures);
