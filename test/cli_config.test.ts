@@ -28,6 +28,16 @@ describe('resolveRunConfig', () => {
     assert.equal(lr({}, yamlFile('byol-sgd.yaml', 'method: byol\noptimizer:\n  momentum: 0.8\n')), 0.5);
   });
 
+  test("a method's own warm-up applies only when the run's schedule sets none", () => {
+    const warmup = (flags: Record<string, unknown>, file?: string) =>
+      resolveRunConfig({ configPath: file, flags: { out: 'runs/x', ...flags } }).schedule.warmupEpochs;
+    assert.equal(warmup({ method: 'byol' }), 1);
+    assert.equal(warmup({ method: 'byol', optimizer: 'lars' }), 1);
+    assert.equal(warmup({ method: 'mocov2' }), 0);
+    assert.equal(warmup({ method: 'byol' }, yamlFile('byol-warm.yaml', 'schedule:\n  warmupEpochs: 0\n')), 0);
+    assert.equal(warmup({}, yamlFile('byol-step.yaml', 'method: byol\nschedule:\n  name: step\n')), 1);
+  });
+
   test('flags given override the YAML file, which overrides the schema defaults', () => {
     const path = yamlFile('run.yaml', 'epochs: 7\nbatchSize: 64\noptimizer:\n  lr: 0.5\n  momentum: 0.8\nout: runs/from-file\n');
     const config = resolveRunConfig({ configPath: path, flags: { epochs: 2, lr: 0.1, width: 8, dataset: 'folder:/x', limit: undefined } });

@@ -77,12 +77,19 @@ export function simclrView(o: RecipeOptions = {}): ViewSpec {
   };
 }
 
-/** BYOL's asymmetric pair (Grill et al. 2020, table 6): blur always on view 1, solarize only on view 2. */
+/**
+ * BYOL's asymmetric pair (Grill et al. 2020, table 6): blur always on view 1,
+ * solarize only on view 2. Small views crop at >= 50% of the area: BYOL has
+ * no negatives, only its slow target to agree with, and in a short schedule
+ * on 28 px garments a 20% crop asks it to match a sleeve to a whole shirt.
+ * Bench setting (5 epochs), kNN: 69.7 at 0.2, 71.0 at 0.5; with BYOL's
+ * warm-up epoch (byol.ts) 71.9 at 0.5, and at 0.7 63.8 after 3 of 5 epochs.
+ */
 export function byolViews(o: RecipeOptions = {}): [ViewSpec, ViewSpec] {
   const { size, small, normalize } = resolve(o);
   const base = {
     size,
-    scale: (small ? [0.2, 1] : [0.08, 1]) as Range,
+    scale: (small ? [0.5, 1] : [0.08, 1]) as Range,
     ratio: RATIO,
     flipP: 0.5,
     jitter: jitter(0.4, 0.4, 0.2, 0.1),

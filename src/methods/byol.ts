@@ -16,7 +16,10 @@
 // (config.ts's METHOD_LEARNING_RATES) rather than the runs' 0.06: BYOL's
 // regression target moves slowly, and on the bench's data 2 epochs reached
 // kNN 67.6 at 0.5 vs 65.8 at 0.06; 5 epochs gave kNN 69.7 vs 70.3 and
-// linear 78.3 vs 76.6.
+// linear 78.3 vs 76.6. One warm-up epoch (config.ts's METHOD_WARMUP_EPOCHS):
+// without it the online kNN swung by up to 10 points between epochs at lr
+// 0.5; with it, and the small views' crops at >= 50% (recipes.ts), the bench
+// run's kNN went from 71.0 to 71.9.
 import { z } from 'zod';
 import * as tf from '../tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';

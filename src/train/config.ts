@@ -60,16 +60,28 @@ export const ModelConfig = z
  */
 export const METHOD_LEARNING_RATES: Readonly<Record<string, number>> = { byol: 0.5 };
 
-function withMethodLearningRate(raw: unknown): unknown {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
-  const run = raw as { method?: unknown; optimizer?: unknown };
-  const lr = typeof run.method === 'string' ? METHOD_LEARNING_RATES[run.method] : undefined;
-  if (lr === undefined) return raw;
+/**
+ * Warm-up epochs of the methods whose short-schedule recipe needs them, used
+ * when the run's schedule sets none. Each method's file says why.
+ */
+export const METHOD_WARMUP_EPOCHS: Readonly<Record<string, number>> = { byol: 1 };
+
+const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+
+function withMethodDefaults(raw: unknown): unknown {
+  if (!isRecord(raw) || typeof raw.method !== 'string') return raw;
+  let run = raw;
+  const lr = METHOD_LEARNING_RATES[raw.method];
   const optimizer = run.optimizer ?? {};
-  if (typeof optimizer !== 'object' || optimizer === null) return raw;
-  const { lr: given, name } = optimizer as { lr?: unknown; name?: unknown };
-  if (given !== undefined || (name !== undefined && name !== 'sgd')) return raw;
-  return { ...run, optimizer: { ...optimizer, lr } };
+  if (lr !== undefined && isRecord(optimizer) && optimizer.lr === undefined && (optimizer.name === undefined || optimizer.name === 'sgd')) {
+    run = { ...run, optimizer: { ...optimizer, lr } };
+  }
+  const warmupEpochs = METHOD_WARMUP_EPOCHS[raw.method];
+  const schedule = run.schedule ?? {};
+  if (warmupEpochs !== undefined && isRecord(schedule) && schedule.warmupEpochs === undefined) {
+    run = { ...run, schedule: { ...schedule, warmupEpochs } };
+  }
+  return run;
 }
 
 const RunConfigFields = z
@@ -113,7 +125,7 @@ const RunConfigFields = z
   })
   .strict();
 
-export const RunConfig = z.preprocess(withMethodLearningRate, RunConfigFields);
+export const RunConfig = z.preprocess(withMethodDefaults, RunConfigFields);
 export type RunConfig = z.infer<typeof RunConfig>;
 
 /** Validates `raw` (from YAML and flags); the error lists every bad key by its path. */
