@@ -5,7 +5,7 @@
 // from: `--epochs: ...` for a flag, `run.yaml: optimizer.lr: ...` for the file.
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
-import { RunConfig } from '../train/config.js';
+import { RunConfig, isRecord } from '../train/config.js';
 
 /** A flag's name (without `--`) and the config key it sets. */
 export const CONFIG_FLAGS = {
@@ -32,10 +32,6 @@ export type ConfigFlag = keyof typeof CONFIG_FLAGS;
 
 type Raw = Record<string, unknown>;
 
-function isObject(v: unknown): v is Raw {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 /** Reads a YAML run file; it must hold a mapping. Syntax errors name the file, line and column. */
 export function readConfigFile(path: string): Raw {
   let text: string;
@@ -51,20 +47,20 @@ export function readConfigFile(path: string): Raw {
     throw new Error(`${path}: not valid YAML: ${(err as Error).message}`);
   }
   if (value === null || value === undefined) return {};
-  if (!isObject(value)) throw new Error(`${path}: expected a mapping of config keys at the top level, got ${Array.isArray(value) ? 'a list' : typeof value}`);
+  if (!isRecord(value)) throw new Error(`${path}: expected a mapping of config keys at the top level, got ${Array.isArray(value) ? 'a list' : typeof value}`);
   return value;
 }
 
 function deepMerge(base: Raw, over: Raw): Raw {
   const out: Raw = { ...base };
-  for (const [k, v] of Object.entries(over)) out[k] = isObject(v) && isObject(out[k]) ? deepMerge(out[k] as Raw, v) : v;
+  for (const [k, v] of Object.entries(over)) out[k] = isRecord(v) && isRecord(out[k]) ? deepMerge(out[k] as Raw, v) : v;
   return out;
 }
 
 function setPath(target: Raw, path: readonly string[], value: unknown): void {
   let node = target;
   for (const key of path.slice(0, -1)) {
-    if (!isObject(node[key])) node[key] = {};
+    if (!isRecord(node[key])) node[key] = {};
     node = node[key] as Raw;
   }
   node[path.at(-1)!] = value;
@@ -73,7 +69,7 @@ function setPath(target: Raw, path: readonly string[], value: unknown): void {
 function hasPath(source: unknown, path: readonly (string | number)[]): boolean {
   let node = source;
   for (const key of path) {
-    if (!isObject(node) || !(String(key) in node)) return false;
+    if (!isRecord(node) || !(String(key) in node)) return false;
     node = node[String(key)];
   }
   return true;

@@ -66,7 +66,8 @@ export const METHOD_LEARNING_RATES: Readonly<Record<string, number>> = { byol: 0
  */
 export const METHOD_WARMUP_EPOCHS: Readonly<Record<string, number>> = { byol: 1 };
 
-const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+/** A mapping (not null, not a list): what a YAML run file or a config section must be. */
+export const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 function withMethodDefaults(raw: unknown): unknown {
   if (!isRecord(raw) || typeof raw.method !== 'string') return raw;
