@@ -1,4 +1,4 @@
-// Native layout kernels (Transpose, Concat, Slice, SplitV, PadV2, Tile) against
+// Native layout kernels (Transpose, Concat, Slice, SplitV, PadV2, Tile, GatherV2) against
 // tfjs-cpu on ranks 0 to 6, size-1 dims, the tiled and multithreaded paths,
 // and gradients through them.
 import { before, describe, test } from 'node:test';
@@ -33,7 +33,7 @@ describe('native layout kernels match tfjs-cpu', () => {
   let calls: Record<string, () => number>;
   before(async () => {
     await setupNative();
-    calls = Object.fromEntries(['transpose', 'concat', 'slice', 'pad', 'tile'].map((n) => [n, countCalls(n)]));
+    calls = Object.fromEntries(['transpose', 'concat', 'slice', 'pad', 'tile', 'gatherRows'].map((n) => [n, countCalls(n)]));
   });
 
   test('transpose', async () => {
@@ -123,6 +123,25 @@ describe('native layout kernels match tfjs-cpu', () => {
     }
   });
 
+  test('gather along axis 0 (rows repeated, in any order, of any rank); other axes stay with tfjs-cpu', async () => {
+    const cases: Array<[number[], number[] | number[][]]> = [
+      [[5], [4, 0, 0, 2]],
+      [[6, 3], [5, 1, 1, 0, 3]],
+      [[4, 3, 2], [[3, 0], [1, 1], [2, 3]]],
+      [[128, 32, 32, 1], Array.from({ length: 128 }, (_, i) => (i * 37) % 128)],
+      [[3, 4], []],
+    ];
+    for (const [i, [shape, indices]] of cases.entries()) {
+      await exactlyLikeCpu(calls.gatherRows!, () => tf.gather(randomTensor(shape, i), tf.tensor(indices, undefined, 'int32')), `gather ${shape} rows ${JSON.stringify(indices).slice(0, 40)}`);
+    }
+    const before = calls.gatherRows!();
+    await assertNativeMatchesCpu(() => tf.gather(randomTensor([3, 4], 9), tf.tensor1d([3, 0, 2], 'int32'), 1), {}, 'gather along axis 1');
+    assert.equal(calls.gatherRows!(), before, 'a gather along another axis should be left to tfjs-cpu');
+    await tf.setBackend('native');
+    assert.throws(() => tf.gather(tf.zeros([3, 2]), tf.tensor1d([1, 3], 'int32')), /index 3 is not in \[0, 3\)/);
+    assert.throws(() => tf.gather(tf.zeros([3, 2]), tf.tensor1d([-1], 'int32')), /index -1/);
+  });
+
   test('the addon rejects out-of-range arguments', () => {
     const addon = nativeAddon();
     const x = new Float32Array(6);
@@ -145,6 +164,12 @@ describe('gradients through native layout kernels match finite differences', () 
       const padded = tf.pad(tf.transpose(tf.transpose(parts, [2, 0, 1]), [1, 2, 0]), [[1, 0], [0, 0], [0, 0]], 0.5); // [4, 6, 3]
       return tf.sum(tf.mul(tf.square(tf.add(padded, tf.tile(tf.slice(x, [0, 0, 0], [1, 2, 3]), [4, 3, 1]))), w));
     }, randomTensor([3, 4, 3], 32));
+  });
+
+  test('gather, rows picked twice and rows not picked', () => {
+    const w = randomTensor([5, 3], 35);
+    const rows = tf.tensor1d([2, 0, 2, 3, 0], 'int32');
+    assertGradientMatchesFiniteDifferences((x) => tf.sum(tf.mul(tf.square(tf.gather(x, rows)), w)), randomTensor([4, 3], 36));
   });
 
   test('transpose in both directions', () => {

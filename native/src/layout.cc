@@ -1,5 +1,5 @@
-// Layout kernels: transpose, slice, pad, tile and concat. All of them are one
-// strided copy (a block of `dims` read with one set of strides and written
+// Layout kernels: transpose, slice, pad, tile, concat and gatherRows. All but
+// gatherRows are one strided copy (a block of `dims` read with one set of strides and written
 // with another), so there is one copy routine with three loop shapes:
 // contiguous rows, a cache-tiled 2-D transpose, and a plain strided walk.
 #include <algorithm>
@@ -222,6 +222,30 @@ Napi::Value Concat(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// gatherRows(x, rowLength, indices, y): y's row j is x's row indices[j], x and
+// y viewed as rows of rowLength (tf.gather along axis 0).
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  const float* x = floatData(info[0], "x");
+  int64_t rowLength = info[1].As<Napi::Number>().Int64Value();
+  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(info.Env(), "indices must be an Int32Array");
+  auto indices = info[2].As<Napi::Int32Array>();
+  int64_t n = indices.ElementLength();
+  if (rowLength <= 0 || static_cast<int64_t>(floatLength(info[0])) % rowLength != 0)
+    throw Napi::RangeError::New(info.Env(), "gatherRows: x is not a whole number of rows");
+  int64_t rows = floatLength(info[0]) / rowLength;
+  const int32_t* index = indices.Data();
+  for (int64_t j = 0; j < n; ++j) {
+    if (index[j] < 0 || index[j] >= rows)
+      throw Napi::RangeError::New(info.Env(), "gatherRows: index " + std::to_string(index[j]) + " is not in [0, " + std::to_string(rows) + ")");
+  }
+  float* y = floatsOfLength(info[3], n * rowLength, "y");
+  parallelRanges(n, rowLength, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) std::memcpy(y + j * rowLength, x + index[j] * rowLength, rowLength * sizeof(float));
+  });
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitLayout(Napi::Env env, Napi::Object exports) {
@@ -230,6 +254,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   exports.Set("pad", Napi::Function::New(env, Pad));
   exports.Set("tile", Napi::Function::New(env, Tile));
   exports.Set("concat", Napi::Function::New(env, Concat));
+  exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
 }
 
 }  // namespace selfsup

@@ -61,6 +61,8 @@ export interface NativeAddon {
   tile(x: F32, shape: Dims, reps: Dims, y: F32): void;
   /** xs[k] viewed as [outer, inners[k]], concatenated along the second axis. */
   concat(xs: F32[], outer: number, inners: Dims, y: F32): void;
+  /** y's row j is x's row indices[j], both viewed as rows of rowLength; throws on an index out of range. */
+  gatherRows(x: F32, rowLength: number, indices: Int32Array, y: F32): void;
 
   [name: string]: unknown;
 }

@@ -1,5 +1,5 @@
-// Native layout kernels: Transpose, Concat, Slice, SplitV, PadV2 and Tile, all strided
-// copies in the addon. float32 only. Cases tfjs-cpu does without copying (a
+// Native layout kernels: Transpose, Concat, Slice, SplitV, PadV2, Tile and GatherV2
+// (along axis 0), all copies in the addon. float32 only. Cases tfjs-cpu does without copying (a
 // contiguous slice is a view, a one-input concat is the input) are left to it.
 import * as tf from '../../tf.js';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
@@ -82,4 +82,19 @@ const tile = nativeKernel(tf.Tile, ({ inputs, attrs, backend }) => {
   return out.info;
 });
 
-export const kernels: KernelConfig[] = [transpose, concat, slice, splitV, pad, tile];
+// Shuffle-BN's permutations and the memory bank's lookups. tfjs-cpu gathers
+// element by element: ~55 ms for one [128, 32, 32, 1] batch of images.
+const gather = nativeKernel(tf.GatherV2, ({ inputs, attrs, backend }) => {
+  const x = inputs.x!;
+  const indices = inputs.indices!;
+  const xv = backend.floats(x);
+  const iv = backend.data.get(indices.dataId).values;
+  const axis = tf.util.parseAxisParam(attrs.axis as number, x.shape)[0];
+  if (!xv || !(iv instanceof Int32Array) || axis !== 0 || (attrs.batchDims as number) !== 0 || x.shape.length === 0) return null;
+  const rowLength = sizeOf(x.shape.slice(1));
+  const out = backend.output([...indices.shape, ...x.shape.slice(1)]);
+  if (rowLength > 0) backend.addon.gatherRows(xv, rowLength, iv, out.values);
+  return out.info;
+});
+
+export const kernels: KernelConfig[] = [transpose, concat, slice, splitV, pad, tile, gather];
