@@ -72,6 +72,20 @@ test('DetCo loss is the stage-weighted sum of its terms (0.1, 0.4, 0.7, 1.0)', (
   disposeBatch(batch);
 });
 
+test('DetCo: only the global query view feeds the running BN statistics, not the jigsaw patches', () => {
+  const batch = batchOf(4);
+  const [full, globalOnly] = [detco(), detco()];
+  const runningStats = (m: DetCo) => m.backbone.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
+  const initial = runningStats(full);
+  tf.tidy(() => full.loss(batch, ctx).loss);
+  tf.tidy(() => globalOnly.queries(batch.views.view1!, 'global'));
+  assert.notDeepEqual(runningStats(full), initial, 'the global view should update the running statistics');
+  assert.deepEqual(runningStats(full), runningStats(globalOnly));
+  full.dispose();
+  globalOnly.dispose();
+  disposeBatch(batch);
+});
+
 test('DetCo enqueues global keys into the global queues and local keys into the local queues, after the step', () => {
   const batch = batchOf(3);
   const m = detco({ hic: true, cglc: true });

@@ -123,6 +123,21 @@ test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector;
   method.dispose();
 });
 
+test('PIRL: only the image branch feeds the running BN statistics (evaluation sees whole images, not 16 px patches)', () => {
+  const config = tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05);
+  const [both, imageOnly] = [createMethod(config) as PIRL, createMethod(config) as PIRL];
+  const batch = fakeBatch([0, 1, 2], true);
+  const runningStats = (m: PIRL) => m.backbone.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
+  const initial = runningStats(both);
+  tf.tidy(() => both.loss(batch, { step: 0, epoch: 0, totalSteps: 1 }).loss);
+  tf.tidy(() => imageOnly.imageEmbedding(batch.views.view!));
+  assert.notDeepEqual(runningStats(both), initial, 'the image branch should update the running statistics');
+  assert.deepEqual(runningStats(both), runningStats(imageOnly));
+  tf.dispose([...Object.values(batch.views), batch.labels]);
+  both.dispose();
+  imageOnly.dispose();
+});
+
 // With the bank warmed up the 12 steps' drop is smaller than from random
 // rows; at the papers' T 0.07 it is about 0.4 for InsDis and 0.3 for PIRL,
 // well clear of noise (the default T 0.2 compresses the loss to a 0.1 drop).

@@ -5,7 +5,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
-import { BatchNorm2d, Conv2d, ConvNet, MLP, ResNet, type Module } from '../src/nn/index.js';
+import { BatchNorm2d, Conv2d, ConvNet, MLP, ResNet, withRunningStatsFrozen, type Module } from '../src/nn/index.js';
 import { assertClose, randomTensor } from './helpers.js';
 
 before(async () => {
@@ -214,6 +214,27 @@ describe('BatchNorm2d', () => {
       assertClose(values(bn.runningVar), [4, 16], {}, 'running_var');
     } finally {
       bn.dispose();
+      input.dispose();
+    }
+  });
+
+  test('withRunningStatsFrozen: the same batch-normalised output, running statistics untouched, tracking back on after', () => {
+    const net = new ResNet({ stem: 'cifar', width: 2 });
+    const input = tf.randomNormal([4, 8, 8, 3], 0, 1, 'float32', 3) as Tensor4D;
+    const runningStats = () => net.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
+    try {
+      const before = runningStats();
+      const frozen = tf.tidy(() => values(withRunningStatsFrozen(net, () => net.forward(input).res5)));
+      assert.deepEqual(runningStats(), before, 'a frozen pass changed running statistics');
+      const tracked = tf.tidy(() => values(net.forward(input).res5));
+      assertClose(frozen, tracked, { atol: 0 }, 'frozen and tracked passes');
+      assert.notDeepEqual(runningStats(), before, 'the pass after the frozen one should update running statistics');
+      assert.throws(() => withRunningStatsFrozen(net, () => { throw new Error('inside'); }), /inside/);
+      const after = runningStats();
+      tf.tidy(() => net.forward(input));
+      assert.notDeepEqual(runningStats(), after, 'tracking should resume after an exception inside');
+    } finally {
+      net.dispose();
       input.dispose();
     }
   });

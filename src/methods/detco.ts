@@ -16,7 +16,7 @@ import { detcoPipeline, type PipelineSpec, type RecipeOptions } from '../data/in
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
 import { Rng } from '../nn/init.js';
-import { MLP } from '../nn/layers.js';
+import { MLP, withRunningStatsFrozen } from '../nn/layers.js';
 import { Module, noGrad } from '../nn/module.js';
 import { ResNet, globalAvgPool, type ResNetOptions, type ResNetStages } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
@@ -120,9 +120,14 @@ export class DetCo extends Method {
     return Object.fromEntries(this.stages.map((s) => [s, globalAvgPool(maps[s])])) as PerStage;
   }
 
-  /** Query embeddings: global of a view, or local of a jigsaw set. */
+  /**
+   * Query embeddings: global of a view, or local of a jigsaw set. Only the
+   * global views feed the running BN statistics that evaluation uses (the
+   * momentum encoder copies them), so the patches pass with them frozen.
+   */
   queries(x: Tensor4D, kind: 'global' | 'local'): PerStage {
-    const f = this.pooled(this.backbone, x);
+    const forward = () => this.pooled(this.backbone, x);
+    const f = kind === 'local' ? withRunningStatsFrozen(this.backbone, forward) : forward();
     return Object.fromEntries(this.stages.map((s) => [s, l2Normalize(this.heads[kind][s].forward(f[s]))])) as PerStage;
   }
 

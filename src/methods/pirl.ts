@@ -20,7 +20,7 @@ import { pirlPipeline, type PipelineSpec, type RecipeOptions } from '../data/ind
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
 import { Rng } from '../nn/init.js';
-import { Linear } from '../nn/layers.js';
+import { Linear, withRunningStatsFrozen } from '../nn/layers.js';
 import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
 import type { MethodData } from './index.js';
@@ -72,9 +72,13 @@ export class PIRL extends Method {
     return pirlPipeline(this.recipe);
   }
 
-  /** g(v_IT): [B * 9, p, p, C] patches, sample-major, -> [B, dim]. */
+  /**
+   * g(v_IT): [B * 9, p, p, C] patches, sample-major, -> [B, dim]. The patches
+   * leave the running BN statistics, which evaluation uses on whole images, to
+   * the image branch.
+   */
   jigsawEmbedding(patches: TensorBatch['views'][string]): Tensor2D {
-    const perPatch = this.patchHead.forward(this.backbone.features(patches));
+    const perPatch = this.patchHead.forward(withRunningStatsFrozen(this.backbone, () => this.backbone.features(patches)));
     const concatenated = tf.reshape(perPatch, [-1, PATCHES * this.options.dim]) as Tensor2D;
     return l2Normalize(this.jigsawHead.forward(concatenated), 1);
   }

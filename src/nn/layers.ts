@@ -78,6 +78,8 @@ export class BatchNorm2d extends Module {
   readonly runningVar: Variable;
   readonly eps: number;
   readonly momentum: number;
+  /** False while a pass should leave the running statistics alone (withRunningStatsFrozen). */
+  tracksRunningStats = true;
 
   constructor(readonly numFeatures: number, { eps = 1e-5, momentum = 0.1, zeroInit = false }: BatchNormOptions = {}) {
     super();
@@ -101,7 +103,7 @@ export class BatchNorm2d extends Module {
 
   /** running = (1 - m) running + m batch, with the unbiased (n - 1) batch variance, as PyTorch. */
   private updateRunningStats(mean: Tensor1D, variance: Tensor1D, n: number): void {
-    noGrad(() =>
+    if (this.tracksRunningStats) noGrad(() =>
       tf.tidy(() => {
         const m = this.momentum;
         const unbiased = tf.mul(variance, n / Math.max(n - 1, 1));
@@ -116,6 +118,23 @@ export class BatchNorm2d extends Module {
 
 /** Same layer for [N, C] features. */
 export class BatchNorm1d extends BatchNorm2d {}
+
+/**
+ * Runs `fn` with every BatchNorm in `module` normalising by batch statistics as
+ * usual while its running statistics, the ones evaluation uses, stay as they
+ * are. For passes over inputs unlike the images the features are judged on:
+ * PIRL's and DetCo's 16 px jigsaw patches would otherwise make up half of the
+ * running estimates that a 32 px test image is normalised with.
+ */
+export function withRunningStatsFrozen<T>(module: Module, fn: () => T): T {
+  const layers = module.namedModules().map(([, m]) => m).filter((m): m is BatchNorm2d => m instanceof BatchNorm2d && m.tracksRunningStats);
+  for (const bn of layers) bn.tracksRunningStats = false;
+  try {
+    return fn();
+  } finally {
+    for (const bn of layers) bn.tracksRunningStats = true;
+  }
+}
 
 /** y = x W + b with W [in, out]; PyTorch's default init U(+-1/sqrt(in)) for both. */
 export class Linear extends Module {

@@ -30,7 +30,7 @@ export class SplitBatchNorm extends BatchNorm2d {
   }
 
   private updateGroupStats(mean: Tensor1D, variance: Tensor1D, perGroup: number): void {
-    noGrad(() =>
+    if (this.tracksRunningStats) noGrad(() =>
       tf.tidy(() => {
         const G = this.groups;
         const m = this.momentum;
