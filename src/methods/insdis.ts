@@ -4,14 +4,15 @@
 //   pos = M[i]                              the image's own bank entry
 //   neg = M[j_1..j_K], j ~ U(N)             sampled bank entries (eq. 4 samples, NCE)
 //   L   = InfoNCE(v, pos, neg, T)           the softmax form of eq. 2 over pos + neg
-//   after the step: M[i] <- normalise(0.5 M[i] + 0.5 v)   (eq. 7, momentum 0.5)
+//   after the step: M[i] <- normalise(m M[i] + (1 - m) v)   (eq. 7; the paper's m 0.5, here 0.9)
 //
 // The paper's NCE approximation (eq. 5-6) is replaced by InfoNCE over the
 // same sampled negatives, the form later work (MoCo, PIRL) converged on.
 // Small-data defaults: K = 4096 as the paper; a bank of a few hundred images
 // is sampled with replacement, so negatives repeat, which does no harm.
-// T = 0.2, not the paper's 0.07, and the bank starts as the untrained
-// network's embeddings (memory_bank.ts says why, with the measurements).
+// T = 0.2, not the paper's 0.07; bank momentum 0.9, not 0.5; and the bank
+// starts as the untrained network's embeddings (memory_bank.ts says why, with
+// the measurements).
 import { z } from 'zod';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';

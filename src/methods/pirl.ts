@@ -7,12 +7,13 @@
 //   L = λ L_NCE(m_I, g(v_IT)) + (1 - λ) L_NCE(m_I, f(v_I)),  λ = 0.5   (eq. 5)
 //       with m_I the image's memory-bank entry as the positive and sampled
 //       bank entries as the negatives (eq. 3-4; InfoNCE in place of NCE)
-//   after the step: m_I <- normalise(0.5 m_I + 0.5 f(v_I))              (section 3.2)
+//   after the step: m_I <- normalise(m m_I + (1 - m) f(v_I))   (section 3.2: m 0.5; here 0.9)
 //
 // Small-data defaults: 4096 negatives (the paper: 32,000 of 1.28M images),
-// T = 0.2 (the paper: 0.07) and a bank warmed up with the untrained
-// network's embeddings, as InsDis (memory_bank.ts); patches are 16 px of a
-// 32 px view (recipes.ts's jigsaw set).
+// T = 0.2 (the paper: 0.07), bank momentum 0.9 (the paper: 0.5) and a bank
+// warmed up with the untrained network's embeddings, as InsDis
+// (memory_bank.ts); patches are 16 px of a 32 px view (recipes.ts's jigsaw
+// set), and they leave the running BN statistics to the image branch.
 import { z } from 'zod';
 import * as tf from '../tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';

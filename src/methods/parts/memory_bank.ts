@@ -18,7 +18,7 @@ import { Rng } from '../../nn/init.js';
 import { detach, l2Normalize } from '../../losses/normalize.js';
 
 export interface MemoryBankOptions {
-  /** Update momentum m of eq. 7; InsDis and PIRL use 0.5. */
+  /** Update momentum m of eq. 7; the papers use 0.5 (the methods default to memoryBankOptionFields'). */
   momentum?: number;
   seed?: number;
 }
@@ -36,8 +36,15 @@ export const memoryBankOptionFields = {
   temperature: z.number().positive().default(0.2),
   /** Bank entries drawn as negatives per step. */
   negatives: z.number().int().positive().default(4096),
-  /** Bank update momentum (InsDis eq. 7). */
-  bankMomentum: z.number().min(0).lt(1).default(0.5),
+  /**
+   * Bank update momentum m of InsDis eq. 7; the papers' 0.5 is the
+   * small-schedule exception here. A row is refreshed once per epoch, and a
+   * slower blend averages it over more views of its image: InsDis kNN on the
+   * bench (5 epochs) 69.7 at 0.5, 69.4 at 0.8, 70.7 at 0.9; on the 300-step
+   * test run (20 visits per row) 63.1 at 0.5, 69.5 at 0.8, 70.2 at 0.9, 68.5
+   * at 0.95, against 65.8 for the untrained network.
+   */
+  bankMomentum: z.number().min(0).lt(1).default(0.9),
   /** Bank rows; default: the training set's size from `dataset`. */
   bankSize: z.number().int().positive().optional(),
 };
