@@ -37,9 +37,9 @@ export const memoryBankOptionFields = {
   /** Bank entries drawn as negatives per step. */
   negatives: z.number().int().positive().default(4096),
   /**
-   * Bank update momentum m of InsDis eq. 7; the papers' 0.5 is the
-   * small-schedule exception here. A row is refreshed once per epoch, and a
-   * slower blend averages it over more views of its image: InsDis kNN on the
+   * Bank update momentum m of InsDis eq. 7: 0.9, not the papers' 0.5, a
+   * small-schedule change. A row is refreshed once per epoch, and a slower
+   * blend averages it over more views of its image: InsDis kNN on the
    * bench (5 epochs) 69.7 at 0.5, 69.4 at 0.8, 70.7 at 0.9; on the 300-step
    * test run (20 visits per row) 63.1 at 0.5, 69.5 at 0.8, 70.2 at 0.9, 68.5
    * at 0.95, against 65.8 for the untrained network.
