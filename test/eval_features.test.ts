@@ -13,7 +13,7 @@ import { FASHION_MNIST_STATS } from '../src/data/recipes.js';
 import { extractFeatures, prepareBatch } from '../src/eval/features.js';
 import { cachedFeatures, featureCachePath, type FeatureCacheKey } from '../src/eval/feature_cache.js';
 import { globalAvgPool, ResNet } from '../src/nn/index.js';
-import { assertClose, randomArray } from './helpers.js';
+import { assertClose, bufferValues, randomArray } from './helpers.js';
 
 before(async () => {
   await useBackend('native');
@@ -57,7 +57,7 @@ describe('extractFeatures', () => {
       perturbRunningStats(model);
       model.train();
       const set = images(6, 2);
-      const stats = () => model.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
+      const stats = () => bufferValues(model);
       const statsBefore = stats();
       const tensorsBefore = tf.memory().numTensors;
       const one = await extractFeatures(model, set, { size: 32, batchSize: 1 });

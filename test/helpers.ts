@@ -5,12 +5,18 @@ import * as tf from '../src/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { registerNativeBackend } from '../src/backend/native_backend.js';
 import { nativeAddon } from '../src/backend/native_addon.js';
+import type { Module } from '../src/nn/module.js';
 
 /** Registers `native` (failing the test run loudly if the addon is missing). */
 export async function setupNative(): Promise<void> {
   const ok = await registerNativeBackend();
   assert.ok(ok, 'the native addon did not load; run `npm run setup`');
   await tf.setBackend('cpu');
+}
+
+/** The values of every buffer of `module` (BN running statistics, queues, banks), in name order, for before/after comparisons. */
+export function bufferValues(module: Module): number[][] {
+  return module.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
 }
 
 /** Mulberry32: small, seedable, good enough for test data. */

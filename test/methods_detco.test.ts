@@ -12,7 +12,7 @@ import { DetCo, LocalHead, STAGES, STAGE_WEIGHTS } from '../src/methods/detco.js
 import { Rng } from '../src/nn/init.js';
 import { parseRunConfig } from '../src/train/config.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { assertClose, randomTensor } from './helpers.js';
+import { assertClose, bufferValues, randomTensor } from './helpers.js';
 import { knnAgainstRandomInit, stepLosses, tinyConfig } from './method_runs.js';
 
 await useBackend('native');
@@ -75,7 +75,7 @@ test('DetCo loss is the stage-weighted sum of its terms (0.1, 0.4, 0.7, 1.0)', (
 test('DetCo: only the global query view feeds the running BN statistics, not the jigsaw patches', () => {
   const batch = batchOf(4);
   const [full, globalOnly] = [detco(), detco()];
-  const runningStats = (m: DetCo) => m.backbone.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
+  const runningStats = (m: DetCo) => bufferValues(m.backbone);
   const initial = runningStats(full);
   tf.tidy(() => full.loss(batch, ctx).loss);
   tf.tidy(() => globalOnly.queries(batch.views.view1!, 'global'));

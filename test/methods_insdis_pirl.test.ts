@@ -11,6 +11,7 @@ import { useBackend } from '../src/backend/select.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
 import { train } from '../src/train/trainer.js';
 import { epochLosses, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
+import { bufferValues } from './helpers.js';
 import { createMethod, methodNames, type TensorBatch } from '../src/methods/index.js';
 import { InsDis } from '../src/methods/insdis.js';
 import { PIRL } from '../src/methods/pirl.js';
@@ -128,7 +129,7 @@ test('PIRL: only the image branch feeds the running BN statistics (evaluation se
   const config = tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05);
   const [both, imageOnly] = [createMethod(config) as PIRL, createMethod(config) as PIRL];
   const batch = fakeBatch([0, 1, 2], true);
-  const runningStats = (m: PIRL) => m.backbone.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
+  const runningStats = (m: PIRL) => bufferValues(m.backbone);
   const initial = runningStats(both);
   tf.tidy(() => both.loss(batch, { step: 0, epoch: 0, totalSteps: 1 }).loss);
   tf.tidy(() => imageOnly.imageEmbedding(batch.views.view!));

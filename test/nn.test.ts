@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
 import { BatchNorm2d, Conv2d, ConvNet, MLP, ResNet, withRunningStatsFrozen, type Module } from '../src/nn/index.js';
-import { assertClose, randomTensor } from './helpers.js';
+import { assertClose, bufferValues, randomTensor } from './helpers.js';
 
 before(async () => {
   await tf.setBackend('cpu');
@@ -221,7 +221,7 @@ describe('BatchNorm2d', () => {
   test('withRunningStatsFrozen: the same batch-normalised output, running statistics untouched, tracking back on after', () => {
     const net = new ResNet({ stem: 'cifar', width: 2 });
     const input = tf.randomNormal([4, 8, 8, 3], 0, 1, 'float32', 3) as Tensor4D;
-    const runningStats = () => net.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
+    const runningStats = () => bufferValues(net);
     try {
       const before = runningStats();
       const frozen = tf.tidy(() => values(withRunningStatsFrozen(net, () => net.forward(input).res5)));
