@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '../src/tf.js';
 import { useBackend } from '../src/backend/select.js';
-import { arrayImageSet } from '../src/data/image_set.js';
+import { arrayImageSet, selectImages } from '../src/data/image_set.js';
 import { FASHION_MNIST_STATS } from '../src/data/recipes.js';
-import { extractFeatures, prepareBatch } from '../src/eval/features.js';
+import { estimateBatchNormStatistics, extractFeatures, prepareBatch } from '../src/eval/features.js';
 import { cachedFeatures, featureCachePath, type FeatureCacheKey } from '../src/eval/feature_cache.js';
-import { globalAvgPool, ResNet } from '../src/nn/index.js';
+import { BatchNorm2d, globalAvgPool, ResNet } from '../src/nn/index.js';
 import { assertClose, bufferValues, randomArray } from './helpers.js';
 
 before(async () => {
@@ -94,6 +94,36 @@ describe('extractFeatures', () => {
       await assert.rejects(extractFeatures(model, images(1, 3), { size: 32, batchSize: 1, mean: [0.5] }), /both mean and std/);
     } finally {
       model.dispose();
+    }
+  });
+});
+
+describe('estimateBatchNormStatistics', () => {
+  test('running statistics become those of evenly spaced whole images; whole batches only; modes restored', () => {
+    const model = tinyResNet();
+    const reference = tinyResNet();
+    try {
+      perturbRunningStats(model);
+      perturbRunningStats(reference);
+      model.eval();
+      const set = images(10, 4);
+      const before = bufferValues(model);
+      assert.equal(estimateBatchNormStatistics(model, set, { size: 32, batchSize: 5, limit: 5 }), 5);
+      assert.notDeepEqual(bufferValues(model), before);
+      assert.ok(model.namedModules().every(([, m]) => !m.training), 'eval mode restored');
+
+      // One batch of images 0, 2, 4, 6, 8: running statistics = that batch's statistics (momentum 1).
+      const input = new Float32Array(5 * 32 * 32);
+      prepareBatch(selectImages(set, [0, 2, 4, 6, 8]), 0, 5, 32, 'resize', FASHION_MNIST_STATS, input);
+      for (const [, m] of reference.namedModules()) if (m instanceof BatchNorm2d) m.momentum = 1;
+      reference.train();
+      tf.tidy(() => void reference.forward(tf.tensor4d(input, [5, 32, 32, 1])));
+      assertClose(bufferValues(model).flat(), bufferValues(reference).flat(), { atol: 1e-5, rtol: 1e-4 });
+
+      assert.equal(estimateBatchNormStatistics(model, set, { size: 32, batchSize: 4, limit: 100 }), 8, 'two batches of 4; the last 2 images dropped');
+    } finally {
+      model.dispose();
+      reference.dispose();
     }
   });
 });

@@ -5,7 +5,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/tf.js';
 import type { Tensor, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
-import { BatchNorm2d, Conv2d, ConvNet, MLP, ResNet, withRunningStatsFrozen, type Module } from '../src/nn/index.js';
+import { BatchNorm2d, Conv2d, ConvNet, estimateRunningStats, MLP, ResNet, withRunningStatsFrozen, type Module } from '../src/nn/index.js';
 import { assertClose, bufferValues, randomTensor } from './helpers.js';
 
 before(async () => {
@@ -236,6 +236,27 @@ describe('BatchNorm2d', () => {
     } finally {
       net.dispose();
       input.dispose();
+    }
+  });
+
+  test('estimateRunningStats: the plain mean of the passes\' batch statistics; momenta and modes restored', () => {
+    const bn = new BatchNorm2d(2);
+    // Per channel, batch means [2, 4], [6, 1], [2, 4]; unbiased variances [2, 8], [2, 2], [0, 0].
+    const batches = [x(), tf.tensor4d([5, 0, 7, 2], [2, 1, 1, 2]), tf.tensor4d([2, 4, 2, 4], [2, 1, 1, 2])];
+    try {
+      tf.tidy(() => bn.forward(batches[1]!)); // running statistics that must be replaced, not blended
+      bn.eval();
+      estimateRunningStats(bn, 3, (b) => tf.tidy(() => void bn.forward(batches[b]!)));
+      assertClose(values(bn.runningMean), [10 / 3, 3], { atol: 1e-6 }, 'running_mean');
+      assertClose(values(bn.runningVar), [4 / 3, 10 / 3], { atol: 1e-6 }, 'running_var');
+      assert.equal(bn.momentum, 0.1);
+      assert.equal(bn.training, false);
+      assert.throws(() => estimateRunningStats(bn, 1, () => { throw new Error('inside'); }), /inside/);
+      assert.equal(bn.momentum, 0.1, 'momentum restored after an exception');
+      assert.equal(bn.training, false, 'mode restored after an exception');
+    } finally {
+      bn.dispose();
+      tf.dispose(batches);
     }
   });
 

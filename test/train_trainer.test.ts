@@ -10,13 +10,15 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as tf from '../src/tf.js';
 import { useBackend } from '../src/backend/select.js';
+import { estimateBatchNormStatistics } from '../src/eval/features.js';
 import { createMethod, registerMethod, Supervised, type Method, type StepContext, type TensorBatch } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
-import { readCheckpoint } from '../src/train/checkpoint.js';
+import { readCheckpoint, restoreMethod } from '../src/train/checkpoint.js';
 import { loadTestSet, loadTrainingSet } from '../src/train/data.js';
 import { MetricsLog, type EpochMetrics, type StepMetrics } from '../src/train/metrics.js';
 import { OnlineKnn } from '../src/train/online_knn.js';
 import { NonFiniteLossError, train } from '../src/train/trainer.js';
+import { bufferValues } from './helpers.js';
 
 await useBackend('native');
 
@@ -88,6 +90,26 @@ test('an interrupted and resumed run takes the same steps as an uninterrupted on
     train(tinyConfig(outA, { model: { width: 8 } }), { resume: true, quiet: true }),
     /holds a resnet18 width 4 cifar stem, this run builds a resnet18 width 8/,
   );
+});
+
+test('preciseBn: the last epoch leaves BN statistics re-estimated on whole training images; with 0, training\'s own', async () => {
+  const reestimatedChange = async (images: number) => {
+    const config = tinyConfig(fresh(`precise-${images}`), { onlineKnn: { every: 0 }, preciseBn: { images } });
+    const result = await train(config, { quiet: true, log: () => undefined });
+    const method = createMethod(config);
+    try {
+      restoreMethod(readCheckpoint(result.checkpoint), method);
+      const saved = bufferValues(method.backbone).flat();
+      estimateBatchNormStatistics(method.backbone, await loadTrainingSet(config.dataset), { size: 32, batchSize: 16, limit: 32 });
+      return Math.max(...bufferValues(method.backbone).flat().map((v, i) => Math.abs(v - saved[i]!)));
+    } finally {
+      method.dispose();
+    }
+  };
+  const on = await reestimatedChange(32);
+  const off = await reestimatedChange(0);
+  assert.ok(on < 1e-5, `re-estimating the saved statistics again moved them by ${on}`);
+  assert.ok(off > 1e-2, `training's running averages should differ from whole-image statistics (by ${off})`);
 });
 
 test('a NaN loss stops training, names the step and keeps the last good checkpoint', async () => {

@@ -67,6 +67,19 @@ export function takeImages(set: ImageSet, n: number): ImageSet {
   };
 }
 
+/** The images at `indices`, copied into a new set. */
+export function selectImages(set: ImageSet, indices: ArrayLike<number>): ImageSet {
+  const bytes = imageBytes(set);
+  const images = new Uint8Array(indices.length * bytes);
+  const labels = new Int32Array(indices.length);
+  for (let i = 0; i < indices.length; i++) {
+    const j = indices[i]!;
+    images.set(set.images.subarray(j * bytes, (j + 1) * bytes), i * bytes);
+    labels[i] = set.labels[j]!;
+  }
+  return { ...set, images, labels, count: indices.length };
+}
+
 /**
  * The same set backed by SharedArrayBuffers, so worker threads read the pixels
  * in place. Returns `set` itself when it already is.

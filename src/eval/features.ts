@@ -6,9 +6,10 @@
 // is globally average-pooled.
 import * as tf from '../tf.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
-import { imageBytes, type ImageSet } from '../data/image_set.js';
+import { imageBytes, selectImages, type ImageSet } from '../data/image_set.js';
 import { FASHION_MNIST_STATS } from '../data/recipes.js';
 import { normalize, resizedCrop } from '../data/transforms.js';
+import { estimateRunningStats } from '../nn/index.js';
 import { noGrad } from '../nn/module.js';
 import { globalAvgPool, type ResNet, type ResNetStages } from '../nn/resnet.js';
 
@@ -145,4 +146,30 @@ export async function extractFeatures(backbone: ResNet, images: ImageSet, opts: 
     for (const [m, training] of modes) m.training = training;
   }
   return { features, dim };
+}
+
+/**
+ * Re-estimates `backbone`'s BN running statistics on the images its features
+ * are extracted from: up to `limit` images spaced evenly through `images`,
+ * brought to `size` and normalised as extractFeatures does, in training-mode
+ * batches of `batchSize` (a last short batch is dropped, so that SplitBatchNorm
+ * groups divide every batch), averaged (estimateRunningStats). Training
+ * accumulates these statistics over augmented views (crops, jitter, blur,
+ * jigsaw patches), which evaluation's whole images do not look like. Returns
+ * the number of images used.
+ */
+export function estimateBatchNormStatistics(backbone: ResNet, images: ImageSet, { size, batchSize, limit }: { size: number; batchSize: number; limit: number }): number {
+  const n = Math.min(limit, images.count);
+  if (n < 1) return 0;
+  const chosen = selectImages(images, Int32Array.from({ length: n }, (_, i) => Math.floor((i * images.count) / n)));
+  const perBatch = Math.min(batchSize, n);
+  const batches = Math.floor(n / perBatch);
+  const c = images.channels;
+  const stats = defaultNormalization(c);
+  const input = new Float32Array(perBatch * size * size * c);
+  estimateRunningStats(backbone, batches, (b) => {
+    prepareBatch(chosen, b * perBatch, perBatch, size, 'resize', stats, input);
+    tf.tidy(() => noGrad(() => void backbone.forward(tf.tensor4d(input, [perBatch, size, size, c]))));
+  });
+  return batches * perBatch;
 }

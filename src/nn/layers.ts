@@ -77,7 +77,8 @@ export class BatchNorm2d extends Module {
   readonly runningMean: Variable;
   readonly runningVar: Variable;
   readonly eps: number;
-  readonly momentum: number;
+  /** Weight of each batch in the running statistics (estimateRunningStats varies it). */
+  momentum: number;
   /** False while a pass should leave the running statistics alone (withRunningStatsFrozen). */
   tracksRunningStats = true;
 
@@ -133,6 +134,28 @@ export function withRunningStatsFrozen<T>(module: Module, fn: () => T): T {
     return fn();
   } finally {
     for (const bn of layers) bn.tracksRunningStats = true;
+  }
+}
+
+/**
+ * Replaces the running statistics of every BatchNorm in `module` with the
+ * plain average of the batch statistics of `batches` training-mode passes,
+ * `forward(0)` .. `forward(batches - 1)` (momentum 1/(b+1) at pass b): the
+ * "precise BN" of Wu & Johnson 2021 and pycls. Modes and momenta are restored.
+ */
+export function estimateRunningStats(module: Module, batches: number, forward: (batch: number) => void): void {
+  const layers = module.namedModules().map(([, m]) => m).filter((m): m is BatchNorm2d => m instanceof BatchNorm2d);
+  const saved = module.namedModules().map(([, m]) => [m, m.training] as const);
+  const momenta = layers.map((bn) => bn.momentum);
+  module.train();
+  try {
+    for (let b = 0; b < batches; b++) {
+      for (const bn of layers) bn.momentum = 1 / (b + 1);
+      forward(b);
+    }
+  } finally {
+    layers.forEach((bn, i) => (bn.momentum = momenta[i]!));
+    for (const [m, training] of saved) m.training = training;
   }
 }
 

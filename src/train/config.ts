@@ -112,6 +112,16 @@ const RunConfigFields = z
       })
       .strict()
       .default({}),
+    /**
+     * BN running statistics re-estimated on up to `images` whole training
+     * images (resized as evaluation sees them, not augmented) when an epoch
+     * ends with an online kNN or a checkpoint; 0 = off. Training's running
+     * averages describe augmented views (src/eval/features.ts).
+     */
+    preciseBn: z
+      .object({ images: z.number().int().min(0).default(8192) })
+      .strict()
+      .default({}),
     /** Online kNN accuracy each epoch on a fixed held-out subset (0 = off). */
     onlineKnn: z
       .object({

@@ -5,7 +5,7 @@
 // splits the folder into disjoint queries and memory. Features are the
 // backbone's pooled res5 in eval mode (src/eval/features.ts), votes weighted
 // by exp(cos / 0.1) (src/eval/knn.ts).
-import { imageBytes, type ImageSet } from '../data/image_set.js';
+import { selectImages, type ImageSet } from '../data/image_set.js';
 import { Rng } from '../data/random.js';
 import { extractFeatures } from '../eval/features.js';
 import { knnAccuracy } from '../eval/knn.js';
@@ -14,19 +14,6 @@ import type { RunConfig } from './config.js';
 import type { KnnMetrics } from './metrics.js';
 
 const HOLDOUT_STREAM = 0x6b6e6e;
-
-/** The images at `indices`, copied into a new set. */
-function pick(set: ImageSet, indices: ArrayLike<number>): ImageSet {
-  const bytes = imageBytes(set);
-  const images = new Uint8Array(indices.length * bytes);
-  const labels = new Int32Array(indices.length);
-  for (let i = 0; i < indices.length; i++) {
-    const j = indices[i]!;
-    images.set(set.images.subarray(j * bytes, (j + 1) * bytes), i * bytes);
-    labels[i] = set.labels[j]!;
-  }
-  return { ...set, images, labels, count: indices.length };
-}
 
 function range(n: number): Int32Array {
   return Int32Array.from({ length: n }, (_, i) => i);
@@ -50,13 +37,13 @@ export class OnlineKnn {
     if (numClasses < 2) return 'online kNN needs labels, and the training set has none';
     const options = { size: config.dataset.size, k: o.k, numClasses };
     if (test) {
-      return new OnlineKnn(pick(train, range(Math.min(o.trainSamples, train.count))), pick(test, range(Math.min(o.testSamples, test.count))), options);
+      return new OnlineKnn(selectImages(train, range(Math.min(o.trainSamples, train.count))), selectImages(test, range(Math.min(o.testSamples, test.count))), options);
     }
     if (train.count < 2) return 'online kNN needs at least two images';
     const perm = Rng.seeded(config.seed).split(HOLDOUT_STREAM).permutation(train.count);
     const q = Math.min(o.testSamples, Math.floor(train.count / 2));
     const m = Math.min(o.trainSamples, train.count - q);
-    return new OnlineKnn(pick(train, perm.subarray(q, q + m)), pick(train, perm.subarray(0, q)), options);
+    return new OnlineKnn(selectImages(train, perm.subarray(q, q + m)), selectImages(train, perm.subarray(0, q)), options);
   }
 
   /** Top-1 kNN accuracy of `backbone`'s features; the backbone's modes are left as they were. */

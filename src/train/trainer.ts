@@ -15,6 +15,7 @@ import type { Scalar, Variable } from '@tensorflow/tfjs-core';
 import { useBackend } from '../backend/select.js';
 import { writeFileAtomic } from '../data/atomic_file.js';
 import { Loader, type Batch } from '../data/index.js';
+import { estimateBatchNormStatistics } from '../eval/features.js';
 import { createMethod } from '../methods/index.js';
 import type { Method, StepContext } from '../methods/method.js';
 import {
@@ -339,9 +340,12 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
             seconds: accumulator.seconds,
           };
           const lastEpoch = epoch + 1 === config.epochs;
-          if (knn instanceof OnlineKnn && ((epoch + 1) % config.onlineKnn.every === 0 || lastEpoch)) {
-            summary.knn = await knn.evaluate(method.backbone);
+          const knnDue = knn instanceof OnlineKnn && ((epoch + 1) % config.onlineKnn.every === 0 || lastEpoch);
+          epochDue = (epoch + 1) % config.checkpoint.everyEpochs === 0;
+          if ((knnDue || epochDue || lastEpoch) && config.preciseBn.images > 0) {
+            estimateBatchNormStatistics(method.backbone, trainSet, { size: config.dataset.size, batchSize: config.batchSize, limit: config.preciseBn.images });
           }
+          if (knnDue && knn instanceof OnlineKnn) summary.knn = await knn.evaluate(method.backbone);
           metrics = [...metrics, summary];
           metricsLog.append({ kind: 'epoch', ...summary, elapsed: elapsed() });
           if (!opts.quiet) {
@@ -350,7 +354,6 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
           }
           position = { step: position.step, epoch: epoch + 1, batch: 0 };
           accumulator = emptyAccumulator();
-          epochDue = (epoch + 1) % config.checkpoint.everyEpochs === 0;
           tick = performance.now();
         }
         // Signal handlers and abort listeners run here, between steps.
