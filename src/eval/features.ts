@@ -122,7 +122,7 @@ export async function extractFeatures(backbone: ResNet, images: ImageSet, opts: 
 
   const dim = backbone.channels[stage as keyof ResNetStages];
   const features = new Float32Array(images.count * dim);
-  const modes = backbone.namedModules().map(([, m]) => [m, m.training] as const);
+  const restoreModes = backbone.saveModes();
   backbone.eval();
   const input = new Float32Array(Math.min(batchSize, images.count) * size * size * c);
   try {
@@ -143,7 +143,7 @@ export async function extractFeatures(backbone: ResNet, images: ImageSet, opts: 
       onProgress?.(start + n, images.count);
     }
   } finally {
-    for (const [m, training] of modes) m.training = training;
+    restoreModes();
   }
   return { features, dim };
 }

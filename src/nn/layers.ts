@@ -145,7 +145,7 @@ export function withRunningStatsFrozen<T>(module: Module, fn: () => T): T {
  */
 export function estimateRunningStats(module: Module, batches: number, forward: (batch: number) => void): void {
   const layers = module.namedModules().map(([, m]) => m).filter((m): m is BatchNorm2d => m instanceof BatchNorm2d);
-  const saved = module.namedModules().map(([, m]) => [m, m.training] as const);
+  const restoreModes = module.saveModes();
   const momenta = layers.map((bn) => bn.momentum);
   module.train();
   try {
@@ -155,7 +155,7 @@ export function estimateRunningStats(module: Module, batches: number, forward: (
     }
   } finally {
     layers.forEach((bn, i) => (bn.momentum = momenta[i]!));
-    for (const [m, training] of saved) m.training = training;
+    restoreModes();
   }
 }
 

@@ -85,6 +85,14 @@ export abstract class Module {
     return this.train(false);
   }
 
+  /** Records every submodule's mode; calling the result puts each one back. */
+  saveModes(): () => void {
+    const modes = this.namedModules().map(([, m]) => [m, m.training] as const);
+    return () => {
+      for (const [m, training] of modes) m.training = training;
+    };
+  }
+
   /** Parameters and buffers by name. The tensors are the live variables. */
   stateDict(): StateDict {
     return Object.fromEntries([...this.namedParameters(), ...this.namedBuffers()]);

@@ -4,7 +4,9 @@
 // training set once (method.warmUp, before step 0), then for every batch
 //   tensors -> variableGrads(method.loss) -> [clip] -> optimizer step
 //   -> method.afterStep -> dispose,
-// writing metrics, checkpoints and progress around it. A resumed run takes
+// writing metrics, checkpoints and progress around it; an epoch that ends
+// with an online kNN or a checkpoint first re-estimates the backbone's BN
+// statistics on whole images (config.preciseBn). A resumed run takes
 // the very same steps an uninterrupted one would: every input of a step is
 // either in the checkpoint or a pure function of (seed, epoch, batch, step).
 import { existsSync, mkdirSync } from 'node:fs';
