@@ -120,6 +120,11 @@ export class BatchNorm2d extends Module {
 /** Same layer for [N, C] features. */
 export class BatchNorm1d extends BatchNorm2d {}
 
+/** Every BatchNorm in `module`, itself included. */
+function batchNormLayers(module: Module): BatchNorm2d[] {
+  return module.namedModules().map(([, m]) => m).filter((m): m is BatchNorm2d => m instanceof BatchNorm2d);
+}
+
 /**
  * Runs `fn` with every BatchNorm in `module` normalising by batch statistics as
  * usual while its running statistics, the ones evaluation uses, stay as they
@@ -128,7 +133,7 @@ export class BatchNorm1d extends BatchNorm2d {}
  * running estimates that a 32 px test image is normalised with.
  */
 export function withRunningStatsFrozen<T>(module: Module, fn: () => T): T {
-  const layers = module.namedModules().map(([, m]) => m).filter((m): m is BatchNorm2d => m instanceof BatchNorm2d && m.tracksRunningStats);
+  const layers = batchNormLayers(module).filter((bn) => bn.tracksRunningStats);
   for (const bn of layers) bn.tracksRunningStats = false;
   try {
     return fn();
@@ -144,7 +149,7 @@ export function withRunningStatsFrozen<T>(module: Module, fn: () => T): T {
  * "precise BN" of Wu & Johnson 2021 and pycls. Modes and momenta are restored.
  */
 export function estimateRunningStats(module: Module, batches: number, forward: (batch: number) => void): void {
-  const layers = module.namedModules().map(([, m]) => m).filter((m): m is BatchNorm2d => m instanceof BatchNorm2d);
+  const layers = batchNormLayers(module);
   const restoreModes = module.saveModes();
   const momenta = layers.map((bn) => bn.momentum);
   module.train();

@@ -342,12 +342,12 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
             seconds: accumulator.seconds,
           };
           const lastEpoch = epoch + 1 === config.epochs;
-          const knnDue = knn instanceof OnlineKnn && ((epoch + 1) % config.onlineKnn.every === 0 || lastEpoch);
+          const dueKnn = knn instanceof OnlineKnn && ((epoch + 1) % config.onlineKnn.every === 0 || lastEpoch) ? knn : null;
           epochDue = (epoch + 1) % config.checkpoint.everyEpochs === 0;
-          if ((knnDue || epochDue || lastEpoch) && config.preciseBn.images > 0) {
+          if ((dueKnn || epochDue || lastEpoch) && config.preciseBn.images > 0) {
             estimateBatchNormStatistics(method.backbone, trainSet, { size: config.dataset.size, batchSize: config.batchSize, limit: config.preciseBn.images });
           }
-          if (knnDue && knn instanceof OnlineKnn) summary.knn = await knn.evaluate(method.backbone);
+          if (dueKnn) summary.knn = await dueKnn.evaluate(method.backbone);
           metrics = [...metrics, summary];
           metricsLog.append({ kind: 'epoch', ...summary, elapsed: elapsed() });
           if (!opts.quiet) {
