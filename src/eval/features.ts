@@ -161,7 +161,7 @@ export async function extractFeatures(backbone: ResNet, images: ImageSet, opts: 
 export function estimateBatchNormStatistics(backbone: ResNet, images: ImageSet, { size, batchSize, limit }: { size: number; batchSize: number; limit: number }): number {
   const n = Math.min(limit, images.count);
   if (n < 1) return 0;
-  const chosen = selectImages(images, Int32Array.from({ length: n }, (_, i) => Math.floor((i * images.count) / n)));
+  const chosen = n === images.count ? images : selectImages(images, Int32Array.from({ length: n }, (_, i) => Math.floor((i * images.count) / n)));
   const perBatch = Math.min(batchSize, n);
   const batches = Math.floor(n / perBatch);
   const c = images.channels;
