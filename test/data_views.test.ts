@@ -66,13 +66,13 @@ describe('recipes', () => {
     assert.ok(Math.abs(mean / d.tensors.view1!.data.length) < 3, 'normalised values are centred');
   });
 
-  test('an RGB source keeps three channels; BYOL solarizes only its second view', () => {
+  test('an RGB source keeps three channels; BYOL solarizes only its second view (p 0.2, 0.4 on small views)', () => {
     const set = tinySet(2, 64, 3);
     const b = buildBatch(set, twoViewPipeline('byol', { size: 48 }), Rng.seeded(2), 0, 0, [0, 1]);
     assert.deepEqual(b.tensors.view1!.shape, [2, 48, 48, 3]);
-    const [v1, v2] = twoViewPipeline('byol').outputs.map((o) => (o.kind === 'view' ? o.view : null));
-    assert.equal(v1!.solarizeP, 0);
-    assert.equal(v2!.solarizeP, 0.2);
+    const solarizeP = (size: number) => twoViewPipeline('byol', { size }).outputs.map((o) => (o.kind === 'view' ? o.view.solarizeP : null));
+    assert.deepEqual(solarizeP(224), [0, 0.2]);
+    assert.deepEqual(solarizeP(32), [0, 0.4]);
   });
 });
 
