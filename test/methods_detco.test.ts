@@ -130,11 +130,13 @@ test('detco trains end to end through train(): finite losses, the queue advances
   assert.equal(pointer.data[0], (4 * 32) % 96, 'queue pointer in the checkpoint');
 });
 
-test('detco, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained (measured 71.5)', async () => {
-  // MoCo's tiny setting (methods_moco.test.ts): 1,024-key queues and plain BN.
+test('detco, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained (measured 67.3 vs 63.3)', async () => {
+  // MoCo's tiny setting (methods_moco.test.ts): 1,024-key queues and plain BN,
+  // at width 4 and lr 0.12: DetCo's 20 backbone passes per image make width 8
+  // cost 1.5x as much (71.5 vs 65.8 at lr 0.06), more than the suite can spare.
   // The loss first rises while the eight queues fill with keys of the
   // training images, so the fall is measured from the second epoch.
-  const { random, trained, losses } = await knnAgainstRandomInit('detco', 0.06, { epochs: 20, methodOptions: { queueLength: 1024, bnSplits: 1 } });
+  const { random, trained, losses } = await knnAgainstRandomInit('detco', 0.12, { epochs: 20, width: 4, methodOptions: { queueLength: 1024, bnSplits: 1 } });
   assert.ok(losses.at(-1)! < Math.max(...losses.slice(0, 2)) - 0.3, `epoch losses ${losses.join(' ')}`);
   assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
 });
