@@ -47,9 +47,10 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
 /**
  * A short real pretraining run against its own starting point: ResNet-18
  * width `width` (default 8) on 2,000 Fashion-MNIST images, `epochs` (default
- * 10) of 128 (15 steps each), and the online kNN (k 20, 1,000 training images as memory,
- * 1,000 test images) of the untrained network and after the last epoch. Only
- * the last epoch is scored and checkpointed: the suite's time goes to steps.
+ * 10) of 128 (15 steps each), and the online kNN (k 20, 1,000 training images
+ * as memory, 1,000 test images) of the untrained network and after the last
+ * epoch. Only the last epoch is scored and checkpointed: the suite's time
+ * goes to steps.
  */
 export async function knnAgainstRandomInit(
   method: string,
