@@ -47,7 +47,8 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
 /**
  * A short real pretraining run against its own starting point: ResNet-18
  * width `width` (default 8) on 2,000 Fashion-MNIST images, `epochs` (default
- * 10) of 128 (15 steps each), and the online kNN (k 20, 1,000 training images
+ * 10) of 128 (15 steps each), optionally `warmupEpochs` of linear warm-up
+ * (else the method's default), and the online kNN (k 20, 1,000 training images
  * as memory, 1,000 test images) of the untrained network and after the last
  * epoch. Only the last epoch is scored and checkpointed: the suite's time
  * goes to steps.
@@ -55,11 +56,17 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
 export async function knnAgainstRandomInit(
   method: string,
   lr = 0.06,
-  { epochs: epochCount = 10, width = 8, methodOptions = {} }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown> } = {},
+  {
+    epochs: epochCount = 10,
+    width = 8,
+    methodOptions = {},
+    warmupEpochs,
+  }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown>; warmupEpochs?: number } = {},
 ): Promise<{ random: number; trained: number; losses: number[] }> {
   const config = tinyConfig(method, {
     epochs: epochCount,
     methodOptions,
+    ...(warmupEpochs === undefined ? {} : { schedule: { warmupEpochs } }),
     batchSize: 128,
     dataset: { limit: 2000 },
     model: { width },

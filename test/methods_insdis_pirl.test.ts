@@ -141,9 +141,10 @@ test('PIRL: only the image branch feeds the running BN statistics (evaluation se
 });
 
 test('InsDis, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained', async () => {
-  const { random, trained, losses } = await knnAgainstRandomInit('insdis', 0.06, { epochs: 20 });
+  const { random, trained, losses } = await knnAgainstRandomInit('insdis', 0.06, { epochs: 20, width: 4 });
   assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
-  // Measured: 65.8 untrained, 70.4 after the last epoch (bank momentum 0.5: 63.1).
+  // Measured: 63.3 untrained, 69.5 after the last epoch. Width 8 scored 70.4
+  // vs 65.8 in 1.6x the time (at bank momentum 0.5: 63.1).
   assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
 });
 

@@ -85,16 +85,17 @@ test('mocov2 trains end to end through train(): finite losses, the queue advance
   assert.equal(pointer.data[0], (4 * 32) % 96, 'queue pointer in the checkpoint');
 });
 
-// Measured kNN after the last epoch (65.8 untrained; 1,000 queries: about 1.5 points of noise;
-// MoCo v1 at the paper's T 0.07, before precise BN: 70.8).
-const MEASURED_TINY_KNN = { mocov1: 71.2, mocov2: 71.3 };
+// Measured kNN after the last epoch at width 4 (63.3 untrained; 1,000 queries: about 1.5 points
+// of noise). Width 8 scored 71.2 and 71.3 against 65.8 in 1.6x the time; MoCo v1 at the paper's
+// T 0.07, before precise BN, 70.8 there.
+const MEASURED_TINY_KNN = { mocov1: 69.0, mocov2: 69.7 };
 
 for (const [method, measured] of Object.entries(MEASURED_TINY_KNN)) {
   test(`${method}, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained (measured ${measured})`, async () => {
     // A 1,024-key queue (the default 4,096 is twice this set) and plain BN: at
     // batch 128 shuffle-BN's four groups hold 32 images each, and with them
     // MoCo v2's run ends at 66.6, level with the untrained network.
-    const { random, trained, losses } = await knnAgainstRandomInit(method, 0.06, { epochs: 20, methodOptions: { queueLength: 1024, bnSplits: 1 } });
+    const { random, trained, losses } = await knnAgainstRandomInit(method, 0.06, { epochs: 20, width: 4, methodOptions: { queueLength: 1024, bnSplits: 1 } });
     assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
     assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
   });
