@@ -20,12 +20,12 @@ describe('resolveRunConfig', () => {
   test("a method's own SGD learning rate applies only when the run sets no rate and no other optimizer", () => {
     const lr = (flags: Record<string, unknown>, file?: string) =>
       resolveRunConfig({ configPath: file, flags: { out: 'runs/x', ...flags } }).optimizer.lr;
-    assert.equal(lr({ method: 'byol' }), 0.5);
+    assert.equal(lr({ method: 'byol' }), 0.1);
     assert.equal(lr({ method: 'mocov2' }), 0.06);
-    assert.equal(lr({ method: 'byol', lr: 0.1 }), 0.1);
+    assert.equal(lr({ method: 'byol', lr: 0.3 }), 0.3);
     assert.equal(lr({ method: 'byol', optimizer: 'lars' }), 0.06);
     assert.equal(lr({ method: 'byol' }, yamlFile('byol.yaml', 'optimizer:\n  lr: 0.2\n')), 0.2);
-    assert.equal(lr({}, yamlFile('byol-sgd.yaml', 'method: byol\noptimizer:\n  momentum: 0.8\n')), 0.5);
+    assert.equal(lr({}, yamlFile('byol-sgd.yaml', 'method: byol\noptimizer:\n  momentum: 0.8\n')), 0.1);
   });
 
   test("a method's own warm-up applies only when the run's schedule sets none", () => {

@@ -58,7 +58,7 @@ export const ModelConfig = z
  * from the optimizer's default, used when the run sets neither a learning
  * rate nor another optimizer. Each method's file says why.
  */
-export const METHOD_LEARNING_RATES: Readonly<Record<string, number>> = { byol: 0.5 };
+export const METHOD_LEARNING_RATES: Readonly<Record<string, number>> = { byol: 0.1 };
 
 /**
  * Warm-up epochs of the methods whose short-schedule recipe needs them, used
