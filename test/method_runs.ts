@@ -46,7 +46,7 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
 
 /**
  * A short real pretraining run against its own starting point: ResNet-18
- * width `width` (default 8) on 2,000 Fashion-MNIST images, `epochs` (default
+ * width `width` (default 4) on 2,000 Fashion-MNIST images, `epochs` (default
  * 10) of 128 (15 steps each), optionally `warmupEpochs` of linear warm-up
  * (else the method's default), and the online kNN (k 20, 1,000 training images
  * as memory, 1,000 test images) of the untrained network and after the last
@@ -58,7 +58,7 @@ export async function knnAgainstRandomInit(
   lr = 0.06,
   {
     epochs: epochCount = 10,
-    width = 8,
+    width = 4,
     methodOptions = {},
     warmupEpochs,
   }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown>; warmupEpochs?: number } = {},

@@ -136,7 +136,7 @@ test('detco, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN bea
   // cost 1.5x as much (71.5 vs 65.8 at lr 0.06), more than the suite can spare.
   // The loss first rises while the eight queues fill with keys of the
   // training images, so the fall is measured from the second epoch.
-  const { random, trained, losses } = await knnAgainstRandomInit('detco', 0.12, { epochs: 20, width: 4, methodOptions: { queueLength: 1024, bnSplits: 1 } });
+  const { random, trained, losses } = await knnAgainstRandomInit('detco', 0.12, { epochs: 20, methodOptions: { queueLength: 1024, bnSplits: 1 } });
   assert.ok(losses.at(-1)! < Math.max(...losses.slice(0, 2)) - 0.3, `epoch losses ${losses.join(' ')}`);
   assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
 });

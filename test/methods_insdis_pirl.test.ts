@@ -141,7 +141,7 @@ test('PIRL: only the image branch feeds the running BN statistics (evaluation se
 });
 
 test('InsDis, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beats the same network untrained', async () => {
-  const { random, trained, losses } = await knnAgainstRandomInit('insdis', 0.06, { epochs: 20, width: 4 });
+  const { random, trained, losses } = await knnAgainstRandomInit('insdis', 0.06, { epochs: 20 });
   assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
   // Measured: 63.3 untrained, 69.5 after the last epoch. Width 8 scored 70.4
   // vs 65.8 in 1.6x the time (at bank momentum 0.5: 63.1).
@@ -152,7 +152,7 @@ test('PIRL, 300 steps on 2,000 Fashion-MNIST images: the loss falls and kNN beat
   // Width 4 and lr 0.12: ten backbone passes per image (the image and its 9
   // patches). At width 8 it scores 71.6 vs 65.8 in 1.5x the time; at lr 0.06
   // and width 8, 67.1.
-  const { random, trained, losses } = await knnAgainstRandomInit('pirl', 0.12, { epochs: 20, width: 4 });
+  const { random, trained, losses } = await knnAgainstRandomInit('pirl', 0.12, { epochs: 20 });
   assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
   assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
 });

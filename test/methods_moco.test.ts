@@ -95,7 +95,7 @@ for (const [method, measured] of Object.entries(MEASURED_TINY_KNN)) {
     // A 1,024-key queue (the default 4,096 is twice this set) and plain BN: at
     // batch 128 shuffle-BN's four groups hold 32 images each, and with them
     // MoCo v2's run at width 8 ended at 66.6, level with the untrained 65.8.
-    const { random, trained, losses } = await knnAgainstRandomInit(method, 0.06, { epochs: 20, width: 4, methodOptions: { queueLength: 1024, bnSplits: 1 } });
+    const { random, trained, losses } = await knnAgainstRandomInit(method, 0.06, { epochs: 20, methodOptions: { queueLength: 1024, bnSplits: 1 } });
     assert.ok(losses.at(-1)! < losses[0]! - 0.3, `epoch losses ${losses.join(' ')}`);
     assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
   });
