@@ -1,6 +1,6 @@
 // InsDis: instance discrimination with a memory bank (Wu et al. 2018).
 //
-//   v   = normalise(W f(x))                 128-d embedding of one view
+//   v   = normalise(BN(W f(x)))             128-d embedding of one view
 //   pos = M[i]                              the image's own bank entry
 //   neg = M[j_1..j_K], j ~ U(N)             sampled bank entries (eq. 4 samples, NCE)
 //   L   = InfoNCE(v, pos, neg, T)           the softmax form of eq. 2 over pos + neg
@@ -10,9 +10,10 @@
 // same sampled negatives, the form later work (MoCo, PIRL) converged on.
 // Small-data defaults: K = 4096 as the paper; a bank of a few hundred images
 // is sampled with replacement, so negatives repeat, which does no harm.
-// T = 0.2, not the paper's 0.07; bank momentum 0.9, not 0.5; and the bank
-// starts as the untrained network's embeddings (memory_bank.ts says why, with
-// the measurements).
+// T = 0.2, not the paper's 0.07; bank momentum 0.9, not 0.5; BN on the
+// embedding, which the paper's linear head lacks; and the bank starts as the
+// untrained network's embeddings (memory_bank.ts says why, with the
+// measurements).
 import { z } from 'zod';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';
@@ -35,7 +36,7 @@ export type InsDisOptions = z.infer<typeof InsDisOptions>;
 export class InsDis extends Method {
   readonly name = 'insdis';
   readonly backbone: ResNet;
-  /** The 128-d linear embedding that replaces the classifier (section 3.1). */
+  /** The 128-d linear embedding that replaces the classifier (section 3.1), BN'd unless headBatchNorm is off. */
   readonly head: ProjectionHead;
   readonly memory: MemoryBank;
 
@@ -48,7 +49,7 @@ export class InsDis extends Method {
     super();
     this.backbone = this.addModule('backbone', backbone);
     const rng = new Rng(seed + 1);
-    this.head = this.addModule('head', new ProjectionHead(backbone.featureDim, 0, options.dim, { layers: 1, rng }));
+    this.head = this.addModule('head', new ProjectionHead(backbone.featureDim, 0, options.dim, { layers: 1, lastBatchNorm: options.headBatchNorm, rng }));
     this.memory = this.addModule('memory', new MemoryBank(options.bankSize, options.dim, { momentum: options.bankMomentum, seed: seed + 2 }));
   }
 

@@ -1,7 +1,7 @@
 // PIRL: pretext-invariant representations (Misra & van der Maaten 2020).
 //
-//   f(v_I)  = normalise(W_f pool(res5(I)))                 image branch
-//   g(v_IT) = normalise(W_g [W_p pool(res5(p_1)) .. W_p pool(res5(p_9))])
+//   f(v_I)  = normalise(BN(W_f pool(res5(I))))             image branch
+//   g(v_IT) = normalise(BN(W_g [W_p pool(res5(p_1)) .. W_p pool(res5(p_9))]))
 //             each of the 9 jigsaw patches (already in random order) through
 //             the backbone and a linear head, concatenated, then linear to 128
 //   L = λ L_NCE(m_I, g(v_IT)) + (1 - λ) L_NCE(m_I, f(v_I)),  λ = 0.5   (eq. 5)
@@ -10,10 +10,11 @@
 //   after the step: m_I <- normalise(m m_I + (1 - m) f(v_I))   (section 3.2: m 0.5; here 0.9)
 //
 // Small-data defaults: 4096 negatives (the paper: 32,000 of 1.28M images),
-// T = 0.2 (the paper: 0.07), bank momentum 0.9 (the paper: 0.5) and a bank
-// warmed up with the untrained network's embeddings, as InsDis
-// (memory_bank.ts); patches are 16 px of a 32 px view (recipes.ts's jigsaw
-// set), and they leave the running BN statistics to the image branch.
+// T = 0.2 (the paper: 0.07), bank momentum 0.9 (the paper: 0.5), BN on both
+// embeddings (the paper: none) and a bank warmed up with the untrained
+// network's embeddings, as InsDis (memory_bank.ts); patches are 16 px of a
+// 32 px view (recipes.ts's jigsaw set), and they leave the running BN
+// statistics to the image branch.
 import { z } from 'zod';
 import * as tf from '../tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
@@ -26,6 +27,7 @@ import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
 import type { MethodData } from './index.js';
 import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
+import { ProjectionHead } from './parts/heads.js';
 import { MemoryBank, memoryBankOptionFields } from './parts/memory_bank.js';
 import { backboneFor, parseMethodOptions, stepSeed, trainingSetSize } from './parts/options.js';
 
@@ -43,9 +45,9 @@ export type PIRLOptions = z.infer<typeof PIRLOptions>;
 export class PIRL extends Method {
   readonly name = 'pirl';
   readonly backbone: ResNet;
-  readonly imageHead: Linear;
+  readonly imageHead: ProjectionHead;
   readonly patchHead: Linear;
-  readonly jigsawHead: Linear;
+  readonly jigsawHead: ProjectionHead;
   readonly memory: MemoryBank;
 
   constructor(
@@ -58,9 +60,10 @@ export class PIRL extends Method {
     const { dim } = options;
     const rng = new Rng(seed + 1);
     this.backbone = this.addModule('backbone', backbone);
-    this.imageHead = this.addModule('imageHead', new Linear(backbone.featureDim, dim, { rng }));
+    const embedding = { layers: 1, lastBatchNorm: options.headBatchNorm, rng };
+    this.imageHead = this.addModule('imageHead', new ProjectionHead(backbone.featureDim, 0, dim, embedding));
     this.patchHead = this.addModule('patchHead', new Linear(backbone.featureDim, dim, { rng }));
-    this.jigsawHead = this.addModule('jigsawHead', new Linear(PATCHES * dim, dim, { rng }));
+    this.jigsawHead = this.addModule('jigsawHead', new ProjectionHead(PATCHES * dim, 0, dim, embedding));
     this.memory = this.addModule('memory', new MemoryBank(options.bankSize, dim, { momentum: options.bankMomentum, seed: seed + 2 }));
   }
 
