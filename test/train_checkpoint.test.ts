@@ -13,6 +13,7 @@ import { parseRunConfig, type RunConfig } from '../src/train/config.js';
 import {
   assertCompatible,
   readCheckpoint,
+  restoreBackbone,
   restoreMethod,
   restoreOptimizer,
   saveCheckpoint,
@@ -140,7 +141,23 @@ test('corrupt, truncated and mismatched checkpoints get errors naming the file a
     /holds a resnet18 width 2 cifar stem, this run builds a resnet18 width 4 cifar stem/,
   );
   const fewerClasses = createMethod(config, { channels: 1, numClasses: 5, recipe: { size: 32 } });
-  assert.throws(() => restoreMethod(ckpt, fewerClasses), (e: Error) => e.message.includes(path) && /classifier.weight has shape \[16,10\], the model expects \[16,5\]/.test(e.message));
+  assert.throws(
+    () => restoreMethod(ckpt, fewerClasses),
+    (e: Error) => e.message.includes(path) && /classifier.weight has shape \[16,10\], the supervised model expects \[16,5\]/.test(e.message),
+  );
+  // Evaluation restores the backbone alone: the head may differ, the backbone may not.
+  restoreBackbone(ckpt, fewerClasses);
+  const saved = method.backbone.stateDict();
+  for (const [name, t] of Object.entries(fewerClasses.backbone.stateDict())) assert.deepEqual(t.dataSync(), saved[name]!.dataSync(), name);
+  const wider = createMethod({ ...config, model: { ...config.model, width: 4 } });
+  assert.throws(
+    () => restoreBackbone(ckpt, wider),
+    (e: Error) => e.message.includes(path) && /backbone.conv1.weight has shape \[3,3,1,2\], the supervised backbone expects \[3,3,1,4\]/.test(e.message),
+  );
+  const noBackbone = readCheckpoint(path);
+  for (const k of Object.keys(noBackbone.model)) if (k.startsWith('backbone.layer1')) delete noBackbone.model[k];
+  assert.throws(() => restoreBackbone(noBackbone, fewerClasses), /does not match the supervised backbone: missing backbone.layer1/);
+  for (const m of [method, fewerClasses, wider]) m.dispose();
 });
 
 /**

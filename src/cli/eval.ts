@@ -14,7 +14,7 @@ import { cachedFeatures, fileChecksum } from '../eval/feature_cache.js';
 import { knnEvaluate, type KnnReport } from '../eval/knn.js';
 import { trainLinearProbe, type LinearProbeResult } from '../eval/linear_probe.js';
 import { createMethod } from '../methods/index.js';
-import { LAST_CHECKPOINT, readCheckpoint, restoreMethod } from '../train/checkpoint.js';
+import { LAST_CHECKPOINT, readCheckpoint, restoreBackbone } from '../train/checkpoint.js';
 import { dataInfo, loadTestSet, loadTrainingSet, recipeOptions } from '../train/data.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
 
@@ -122,7 +122,7 @@ export async function prepareEvaluation(flags: EvalFlags, say: (line: string) =>
   const recipe = recipeOptions(config, channels);
   const method = createMethod(config, { channels, numClasses, recipe });
   try {
-    if (!flags.randomInit) restoreMethod(checkpoint, method);
+    if (!flags.randomInit) restoreBackbone(checkpoint, method);
     const dataset = { ...config.dataset, dir: flags.data ?? config.dataset.dir };
     if (flags.data && dataset.name.startsWith('folder:')) dataset.name = `folder:${flags.data}`;
     const sets = await evaluationSets(dataset, config.seed, flags);

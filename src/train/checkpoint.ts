@@ -17,7 +17,7 @@ import * as tf from '../tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { writeFileAtomic } from '../data/atomic_file.js';
 import type { Method } from '../methods/method.js';
-import type { StateDict } from '../nn/module.js';
+import type { Module, StateDict } from '../nn/module.js';
 import { RunConfig, parseRunConfig } from './config.js';
 import type { EpochMetrics } from './metrics.js';
 import type { Optimizer } from './optimizers.js';
@@ -203,23 +203,40 @@ function toTensors(raw: Record<string, RawTensor>): StateDict {
 
 /** Loads the model part into `method`; a missing, extra or misshapen tensor is an error naming the file. */
 export function restoreMethod(checkpoint: Checkpoint, method: Method): void {
+  restoreModule(checkpoint, method, '', `the ${method.name} model`);
+}
+
+/**
+ * Loads only the backbone's tensors into `method.backbone`, as strictly as
+ * restoreMethod does. Evaluation needs nothing else, so a checkpoint whose
+ * heads an older version shaped differently still evaluates.
+ */
+export function restoreBackbone(checkpoint: Checkpoint, method: Method): void {
+  const name = method.namedModules().find(([, m]) => m === method.backbone)?.[0];
+  if (name === undefined) throw new Error(`${method.name}: its backbone is not one of its modules`);
+  restoreModule(checkpoint, method.backbone, name ? `${name}.` : '', `the ${method.name} backbone`);
+}
+
+/** The checkpoint's tensors named `prefix` + a name of `module`'s, loaded into `module`. */
+function restoreModule(checkpoint: Checkpoint, module: Module, prefix: string, what: string): void {
   const { path } = checkpoint;
-  const own = method.stateDict();
-  const missing = Object.keys(own).filter((k) => !(k in checkpoint.model));
-  const extra = Object.keys(checkpoint.model).filter((k) => !(k in own));
+  const own = module.stateDict();
+  const saved = Object.fromEntries(Object.entries(checkpoint.model).filter(([k]) => k.startsWith(prefix)).map(([k, t]) => [k.slice(prefix.length), t]));
+  const missing = Object.keys(own).filter((k) => !(k in saved)).map((k) => prefix + k);
+  const extra = Object.keys(saved).filter((k) => !(k in own)).map((k) => prefix + k);
   if (missing.length || extra.length) {
     const parts = [missing.length ? `missing ${missing.slice(0, 5).join(', ')}` : '', extra.length ? `unexpected ${extra.slice(0, 5).join(', ')}` : ''];
-    throw new Error(`checkpoint ${path}: does not match the ${method.name} model: ${parts.filter(Boolean).join('; ')}`);
+    throw new Error(`checkpoint ${path}: does not match ${what}: ${parts.filter(Boolean).join('; ')}`);
   }
   for (const [name, t] of Object.entries(own)) {
-    const saved = checkpoint.model[name]!;
-    if (!tf.util.arraysEqual(saved.shape, t.shape)) {
-      throw new Error(`checkpoint ${path}: ${name} has shape [${saved.shape}], the model expects [${t.shape}]`);
+    const { shape } = saved[name]!;
+    if (!tf.util.arraysEqual(shape, t.shape)) {
+      throw new Error(`checkpoint ${path}: ${prefix + name} has shape [${shape}], ${what} expects [${t.shape}]`);
     }
   }
-  const tensors = toTensors(checkpoint.model);
+  const tensors = toTensors(saved);
   try {
-    method.loadStateDict(tensors);
+    module.loadStateDict(tensors);
   } finally {
     tf.dispose(Object.values(tensors));
   }
