@@ -39,7 +39,8 @@ test('insdis and pirl are registered; the bank is sized from the dataset; bad op
 
 test('the embeddings are BN-centred by default, so the untrained network does not map every image to one direction', () => {
   // Non-negative pooled features through a random Linear share one large
-  // component; BN over the batch removes it (headBatchNorm: false, the papers' plain Linear, keeps it).
+  // component; BN over the batch removes it (headBatchNorm: false, the
+  // papers' plain Linear, keeps it).
   const batch = fakeBatch(Array.from({ length: 64 }, (_, i) => i), true);
   const meanCosine = (e: tf.Tensor) => tf.tidy(() => (tf.sum(tf.matMul(e, e, false, true)).dataSync()[0]! - 64) / (64 * 63));
   for (const headBatchNorm of [true, false]) {
