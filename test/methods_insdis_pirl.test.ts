@@ -42,15 +42,12 @@ test('the embeddings are BN-centred by default, so the untrained network does no
   // component; BN over the batch removes it (headBatchNorm: false, the
   // papers' plain Linear, keeps it).
   const batch = fakeBatch(Array.from({ length: 64 }, (_, i) => i), true);
-  const meanCosine = (e: tf.Tensor) => tf.tidy(() => (tf.sum(tf.matMul(e, e, false, true)).dataSync()[0]! - 64) / (64 * 63));
+  const meanCosine = (e: tf.Tensor) => (tf.sum(tf.matMul(e, e, false, true)).dataSync()[0]! - 64) / (64 * 63);
   for (const headBatchNorm of [true, false]) {
     const insdis = createMethod(tinyConfig('insdis', { methodOptions: { headBatchNorm } }, 0.05)) as InsDis;
     const pirl = createMethod(tinyConfig('pirl', { methodOptions: { headBatchNorm } }, 0.05)) as PIRL;
-    const cosines = [insdis.embed(batch.views.view!), pirl.imageEmbedding(batch.views.view!), pirl.jigsawEmbedding(batch.views.jigsaw!)].map((e) => {
-      const c = meanCosine(e);
-      e.dispose();
-      return c;
-    });
+    const embeddings = [() => insdis.embed(batch.views.view!), () => pirl.imageEmbedding(batch.views.view!), () => pirl.jigsawEmbedding(batch.views.jigsaw!)];
+    const cosines = embeddings.map((embed) => tf.tidy(() => meanCosine(embed())));
     for (const c of cosines) assert.ok(headBatchNorm ? Math.abs(c) < 0.1 : c > 0.5, `headBatchNorm ${headBatchNorm}: mean pairwise cosine ${cosines}`);
     insdis.dispose();
     pirl.dispose();
