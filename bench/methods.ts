@@ -22,9 +22,9 @@ import { nativeAddon } from '../src/backend/native_addon.js';
 import { useBackend } from '../src/backend/select.js';
 import { FEATURE_DEFAULTS, KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from '../src/cli/eval.js';
 import { nonNegativeInt, positiveInt } from '../src/cli/options.js';
-import { writeFileAtomic } from '../src/data/atomic_file.js';
+import { writeFileAtomic } from '../src/core/atomic_file.js';
 import { parseRunConfig } from '../src/train/config.js';
-import { LAST_CHECKPOINT } from '../src/train/checkpoint.js';
+import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
 import { train } from '../src/train/trainer.js';
 
 interface Row {

@@ -2,7 +2,7 @@
 // differences on wasm, and a small conv net that trains there.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor, Tensor4D, Variable } from '@tensorflow/tfjs-core';
 import { registerWasmBackend, wasmLoadError } from '../src/backend/wasm.js';
 import { assertClose, assertGradientMatchesFiniteDifferences, randomArray, randomTensor, rng } from './helpers.js';

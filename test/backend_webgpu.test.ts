@@ -3,7 +3,7 @@
 // compatibility mode); skipped, with the reason, where none exists.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs-core';
 import { registerWebGpuBackend, webgpuAdapterDescription, webgpuUnavailableReason } from '../src/backend/webgpu.js';
 import { assertClose, randomArray } from './helpers.js';

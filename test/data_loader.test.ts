@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import { arrayImageSet } from '../src/data/image_set.js';
 import { Loader, type LoaderOptions } from '../src/data/loader.js';
 import type { Batch } from '../src/data/pipeline.js';
-import { Rng } from '../src/data/random.js';
+import { Rng } from '../src/core/random.js';
 import { detcoPipeline, twoViewPipeline } from '../src/data/recipes.js';
 
 const r = Rng.seeded(11);

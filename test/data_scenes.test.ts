@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { decodeRle, encodeRle, maskBox, type CocoDataset } from '../src/data/coco.js';
 import { SCENE_CLASSES } from '../src/data/object_bank.js';
 import { missingPackages, type DataPackage } from '../src/data/packages.js';
-import { Rng } from '../src/data/random.js';
+import { Rng } from '../src/core/random.js';
 import { SceneGenerator, writeScenes } from '../src/data/scenes.js';
 import { loadSceneSplit } from '../src/data/scenes_reader.js';
 

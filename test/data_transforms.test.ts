@@ -2,7 +2,7 @@
 // algebra (two flips, four quarter turns) that catches off-by-one indexing.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Rng } from '../src/data/random.js';
+import { Rng } from '../src/core/random.js';
 import {
   adjustHue,
   colorJitter,

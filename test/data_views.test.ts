@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import { arrayImageSet } from '../src/data/image_set.js';
 import { NEIGHBOUR_CELLS, renderJigsaw, renderRelativeLocation } from '../src/data/jigsaw.js';
 import { buildBatch, viewsPerSample } from '../src/data/pipeline.js';
-import { Rng } from '../src/data/random.js';
+import { Rng } from '../src/core/random.js';
 import {
   detcoPipeline,
   FASHION_MNIST_STATS,

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { arrayImageSet, selectImages } from '../src/data/image_set.js';
 import { FASHION_MNIST_STATS } from '../src/data/recipes.js';

@@ -3,7 +3,7 @@
 // (near chance), blocking, tensor hygiene and bad inputs.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { knnAccuracy, knnEvaluate, knnNeighbours, knnPredict, l2Normalize } from '../src/eval/knn.js';
 import { assertClose, randomArray } from './helpers.js';

@@ -2,7 +2,7 @@
 // with random labels (near chance), determinism, standardisation and hygiene.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { featureStatistics, trainLinearProbe } from '../src/eval/linear_probe.js';
 import { assertClose, randomArray } from './helpers.js';

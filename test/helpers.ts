@@ -1,7 +1,7 @@
 // Shared test utilities: deterministic random tensors, closeness assertions,
 // running the same computation on two backends, and finite-difference checks.
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { registerNativeBackend } from '../src/backend/native_backend.js';
 import { nativeAddon } from '../src/backend/native_addon.js';

@@ -2,7 +2,7 @@
 // against finite differences, and its input checks.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
 import { infoNCE } from '../src/losses/info_nce.js';

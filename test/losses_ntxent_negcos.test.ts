@@ -3,7 +3,7 @@
 // well under a second.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { negCosine } from '../src/losses/neg_cosine.js';
 import { ntXent } from '../src/losses/nt_xent.js';

@@ -5,10 +5,10 @@
 // and a tiny PIRL run whose loss falls.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
-import { readCheckpoint } from '../src/train/checkpoint.js';
+import { readCheckpoint } from '../src/io/checkpoint.js';
 import { train } from '../src/train/trainer.js';
 import { epochLosses, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 import { bufferValues } from './helpers.js';

@@ -3,7 +3,7 @@
 // v <- normalise(m v + (1 - m) f) of Wu et al. eq. 7, applied after the step.
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { Rng } from '../src/nn/init.js';
 import { MemoryBank } from '../src/methods/parts/memory_bank.js';

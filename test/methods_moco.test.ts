@@ -4,14 +4,14 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
 import { infoNCE } from '../src/losses/info_nce.js';
 import { createMethod, type TensorBatch } from '../src/methods/index.js';
 import { MoCo } from '../src/methods/moco.js';
 import { parseRunConfig } from '../src/train/config.js';
-import { readCheckpoint } from '../src/train/checkpoint.js';
+import { readCheckpoint } from '../src/io/checkpoint.js';
 import { assertClose, randomTensor } from './helpers.js';
 import { knnAgainstRandomInit, stepLosses, tinyConfig } from './method_runs.js';
 

@@ -4,7 +4,7 @@
 // each group.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
 import { BatchNorm2d, Linear, MLP, Module, Rng } from '../src/nn/index.js';

@@ -4,7 +4,7 @@
 // network's (the other methods do not yet, at that size: see issue 5).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { epochLosses, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 import { BYOL } from '../src/methods/byol.js';

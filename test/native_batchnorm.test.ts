@@ -1,6 +1,6 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs-core';
 import { batchNormTrain } from '../src/backend/ops.js';
 import { assertClose, assertGradientMatchesFiniteDifferences, randomTensor, runOn, setupNative } from './helpers.js';

@@ -2,7 +2,7 @@
 // against tfjs-cpu, on every broadcasting pattern, special values and gradients.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import { sgdMomentumUpdate } from '../src/backend/ops.js';

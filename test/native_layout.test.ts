@@ -3,7 +3,7 @@
 // and gradients through them.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, countCalls, randomTensor, setupNative } from './helpers.js';

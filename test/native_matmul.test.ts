@@ -1,5 +1,5 @@
 import { before, describe, test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, randomTensor, setupNative } from './helpers.js';
 

@@ -2,7 +2,7 @@
 // or a tfjs-cpu kernel still holds may ever be recycled under them.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import { totalmem } from 'node:os';
 import { poolBytes, type NativeBackend } from '../src/backend/native_backend.js';
 import { setupNative } from './helpers.js';

@@ -3,7 +3,7 @@
 // paths, accuracy of long sums, and gradients.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { reductionBlock } from '../src/backend/kernels/reduce.js';
 import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, countCalls, randomTensor, runOn, setupNative } from './helpers.js';

@@ -3,7 +3,7 @@
 // same loss and updated weights on `native` as on tfjs-cpu.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
 import { batchNormTrain } from '../src/backend/ops.js';
 import { assertClose, randomArray, setupNative } from './helpers.js';

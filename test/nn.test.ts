@@ -3,7 +3,7 @@
 // cpu backend with tiny widths, so the file runs in seconds.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
 import { BatchNorm2d, Conv2d, ConvNet, estimateRunningStats, MLP, ResNet, withRunningStatsFrozen, type Module } from '../src/nn/index.js';
 import { assertClose, bufferValues, randomTensor } from './helpers.js';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import { createMethod } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
 import {
@@ -18,9 +18,9 @@ import {
   restoreOptimizer,
   saveCheckpoint,
   type CheckpointState,
-} from '../src/train/checkpoint.js';
+} from '../src/io/checkpoint.js';
 import { SGD, namedParameters } from '../src/train/optimizers.js';
-import { decodeSafetensors, encodeSafetensors } from '../src/train/safetensors.js';
+import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js';
 
 await tf.setBackend('cpu');
 

@@ -2,7 +2,7 @@
 // hand (the arithmetic of each first step is in the comments).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import * as tf from '../src/tf.js';
+import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { AdamW, LARS, SGD, clipGradNorm, namedParameters, type NamedParameter, type Optimizer } from '../src/train/optimizers.js';
 import { constantSchedule, cosineSchedule, emaMomentum, stepSchedule } from '../src/train/schedules.js';

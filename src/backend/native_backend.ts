@@ -2,7 +2,7 @@
 // kernels, with the kernels that cost time replaced by oneDNN/C++ ones.
 import { totalmem } from 'node:os';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { loadNativeAddon, type NativeAddon } from './native_addon.js';
 

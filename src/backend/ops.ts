@@ -2,7 +2,7 @@
 // gradient where a backend provides it, and a composite of stock tfjs ops
 // (differentiated by tfjs autograd) everywhere else, so model code never asks
 // which backend it runs on.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs-core';
 
 export const BatchNormTrain = 'SelfsupBatchNormTrain';

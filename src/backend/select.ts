@@ -1,6 +1,6 @@
 // Picks the tfjs backend: `native` (oneDNN) when the addon loads, else `wasm`,
 // else `cpu`. `webgpu` only on request. Method code never asks which one runs.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import { nativeLoadError, registerNativeBackend } from './native_backend.js';
 
 export const BACKEND_NAMES = ['native', 'wasm', 'webgpu', 'cpu'] as const;

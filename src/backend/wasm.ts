@@ -24,7 +24,7 @@
 // (ERR_WORKER_PATH); that needs a browser-like Worker shim, not done here.
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 

@@ -9,7 +9,7 @@
 //    the whole path. (Debian bookworm's lavapipe is too old for Dawn's Vulkan.)
 // SELFSUP_WEBGPU_FLAGS (comma-separated Dawn options, e.g. `backend=vulkan`)
 // replaces that search with one explicit choice.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 
 interface GpuLike {
   requestAdapter(options?: Record<string, unknown>): Promise<AdapterLike | null>;

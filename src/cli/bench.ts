@@ -17,11 +17,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, type Command } from 'commander';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { BACKEND_NAMES, useBackend, type BackendName } from '../backend/select.js';
 import { ConvNet, ResNet, Rng, normal } from '../nn/index.js';
-import { writeFileAtomic } from '../data/atomic_file.js';
+import { writeFileAtomic } from '../core/atomic_file.js';
 import { SGD, namedParameters } from '../train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../data/index.js';
 

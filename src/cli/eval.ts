@@ -8,13 +8,13 @@ import { dirname, join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { useBackend, type BackendChoice } from '../backend/select.js';
 import type { ImageSet } from '../data/image_set.js';
-import { Rng } from '../data/random.js';
+import { Rng } from '../core/random.js';
 import { extractFeatures, FEATURE_STAGES, type FeatureStage, type Features } from '../eval/features.js';
 import { cachedFeatures, fileChecksum } from '../eval/feature_cache.js';
 import { knnEvaluate, type KnnReport } from '../eval/knn.js';
 import { trainLinearProbe, type LinearProbeResult } from '../eval/linear_probe.js';
 import { createMethod } from '../methods/index.js';
-import { LAST_CHECKPOINT, readCheckpoint, restoreBackbone } from '../train/checkpoint.js';
+import { LAST_CHECKPOINT, readCheckpoint, restoreBackbone } from '../io/checkpoint.js';
 import { dataInfo, loadTestSet, loadTrainingSet, recipeOptions } from '../train/data.js';
 import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
 

@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
-import { LAST_CHECKPOINT, readCheckpoint } from '../train/checkpoint.js';
+import { LAST_CHECKPOINT, readCheckpoint } from '../io/checkpoint.js';
 import { METHOD_LEARNING_RATES, type RunConfig } from '../train/config.js';
 import type { TrainOptions, TrainResult } from '../train/trainer.js';
 import { CONFIG_FLAGS, readConfigFile, resolveRunConfig, type ConfigFlag } from './config_loader.js';

@@ -4,7 +4,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { decodeRgbShortSide, type RawImage } from './decode.js';
-import type { Rng } from './random.js';
+import type { Rng } from '../core/random.js';
 import { resizedCrop } from './transforms.js';
 
 export type BackgroundMode = 'photos' | 'procedural' | 'mixed';

@@ -4,7 +4,7 @@ export * from './image_set.js';
 export * from './idx.js';
 export * from './fashion_mnist.js';
 export * from './image_folder.js';
-export * from './random.js';
+export * from '../core/random.js';
 export * from './transforms.js';
 export * from './views.js';
 export * from './jigsaw.js';

@@ -10,7 +10,7 @@
 // Relative location (Doersch et al. 2015): the centre patch of such a grid and
 // one of its 8 neighbours, labelled 0-7 in reading order; the gap between
 // sub-crops again hides low-level continuity.
-import type { Rng } from './random.js';
+import type { Rng } from '../core/random.js';
 import { resizedCrop, sampleResizedCropBox, type CropBox, type Range } from './transforms.js';
 import { applyPhotometric, writeNormalizedBox, type PhotometricSpec, type SourceImage } from './views.js';
 

@@ -15,7 +15,7 @@ import { Worker } from 'node:worker_threads';
 import { toSharedImageSet, type ImageSet } from './image_set.js';
 import type { BatchRequest, WorkerInit } from './loader_worker.js';
 import { buildBatch, type Batch, type PipelineSpec } from './pipeline.js';
-import { Rng } from './random.js';
+import { Rng } from '../core/random.js';
 
 export interface LoaderOptions {
   batchSize: number;

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ImageSet } from './image_set.js';
 import { batchBuffers, buildBatch, type PipelineSpec } from './pipeline.js';
-import { Rng } from './random.js';
+import { Rng } from '../core/random.js';
 
 export interface WorkerInit {
   dataset: ImageSet;

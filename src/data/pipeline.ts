@@ -5,7 +5,7 @@
 // slots of a preallocated batch.
 import type { ImageSet } from './image_set.js';
 import { renderJigsaw, renderRelativeLocation, type JigsawSpec, type RelativeLocationSpec } from './jigsaw.js';
-import type { Rng } from './random.js';
+import type { Rng } from '../core/random.js';
 import { rotate90 } from './transforms.js';
 import { renderView, writeNormalizedBox, type SourceImage, type ViewSpec } from './views.js';
 

@@ -9,13 +9,13 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { writeFileAtomic } from './atomic_file.js';
+import { writeFileAtomic } from '../core/atomic_file.js';
 import { BackgroundSource, listBackgroundFiles, type BackgroundMode } from './backgrounds.js';
 import { encodeRle, maskBox, type CocoAnnotation, type CocoCategory, type CocoDataset, type CocoImage } from './coco.js';
 import { mapLimited } from './map_limited.js';
 import { DEFAULT_OBJECT_ROOTS, listClassFiles, loadSprite, SCENE_CLASSES, type ObjectRoots, type Sprite } from './object_bank.js';
 import { DATA_PACKAGES } from './packages.js';
-import { Rng } from './random.js';
+import { Rng } from '../core/random.js';
 import { resizedCrop } from './transforms.js';
 
 export interface SceneOptions {

@@ -5,7 +5,7 @@
 // arrays, no per-pixel objects. Pixel values are floats in [0, 1] until
 // `normalize`. Semantics follow torchvision's transforms, which is what the
 // papers' recipes were tuned with; the few deliberate differences are noted.
-import type { Rng } from './random.js';
+import type { Rng } from '../core/random.js';
 
 /** A crop rectangle in source pixels: columns [x, x + w), rows [y, y + h). */
 export interface CropBox {

@@ -1,7 +1,7 @@
 // One augmented view: a random resized crop, an optional flip, then the
 // photometric chain of the MoCo v2 / SimCLR / BYOL recipes. The recipes
 // themselves (which numbers) live in recipes.ts.
-import type { Rng } from './random.js';
+import type { Rng } from '../core/random.js';
 import {
   colorJitter,
   gaussianBlur,

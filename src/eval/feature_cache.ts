@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../data/atomic_file.js';
+import { writeFileAtomic } from '../core/atomic_file.js';
 import type { Features } from './features.js';
 
 const MAGIC = 'SSFEAT01';

@@ -4,7 +4,7 @@
 // normalised with the training statistics, passed through the backbone in eval
 // mode (BN running statistics) without a gradient tape, and the chosen stage
 // is globally average-pooled.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { imageBytes, selectImages, type ImageSet } from '../data/image_set.js';
 import { FASHION_MNIST_STATS } from '../data/recipes.js';

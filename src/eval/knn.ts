@@ -7,7 +7,7 @@
 // Similarities are blocked matrix products through tfjs (the native backend's
 // oneDNN GEMM), so memory stays bounded at `blockFloats` per block whatever
 // the size of the memory bank; the top-k selection is a size-k heap per row.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 
 export interface KnnOptions {

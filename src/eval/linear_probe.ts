@@ -4,9 +4,9 @@
 // a few matrix products instead of a pass through the backbone. The gradient
 // of the mean softmax cross-entropy is written out, (p - y) / B, rather than
 // taped: it is exact and keeps each step to a handful of kernels.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor1D, Tensor2D, Variable } from '@tensorflow/tfjs-core';
-import { Rng } from '../data/random.js';
+import { Rng } from '../core/random.js';
 import { accuracy, type Accuracy, type KnnPrediction } from './knn.js';
 
 export interface LabeledFeatures {

@@ -8,7 +8,7 @@
 // the positive at index 0: logits = [q·k+, q·negᵀ] / T. Every method with a
 // key queue (MoCo v1/v2, DetCo) or in-batch negatives composes its loss
 // from this one function.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
 import { rowLogSumExp } from './log_sum_exp.js';
 

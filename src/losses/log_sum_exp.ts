@@ -3,7 +3,7 @@
 // per call) and the contrastive losses would concatenate [positive, queue]
 // logits first (a SplitV in the backward pass); on the [N, 1+K] logits of a
 // key queue those cost more than the matmul that made them.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { GradSaveFunc, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs-core';
 
 const blockLogSumExp = tf.customGrad((...args: unknown[]) => {

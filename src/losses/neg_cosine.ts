@@ -2,7 +2,7 @@
 // between the L2-normalised prediction and target,
 //   ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z),
 // with the target treated as a constant (stop-gradient on the target branch).
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
 import { detach, l2Normalize } from './normalize.js';
 

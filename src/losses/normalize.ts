@@ -1,5 +1,5 @@
 // Two tensor helpers every embedding loss needs, written once.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { noGrad } from '../nn/module.js';
 

@@ -3,7 +3,7 @@
 // each one's positive is its twin and its negatives are the other 2N - 2, so
 //   l(i, j) = -log exp(sim(z_i, z_j)/T) / sum_{k != i} exp(sim(z_i, z_k)/T),
 // averaged over all 2N anchors (both directions of every pair: symmetric).
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
 import { rowLogSumExp } from './log_sum_exp.js';
 import { l2Normalize } from './normalize.js';

@@ -24,7 +24,7 @@
 // 0.5; with it, and the small views' crops at >= 50% (recipes.ts), the bench
 // run's kNN went from 71.0 to 71.9.
 import { z } from 'zod';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { negCosine } from '../losses/neg_cosine.js';

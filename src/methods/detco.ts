@@ -10,7 +10,7 @@
 // crops). `hic: false` keeps Res5 only; `cglc: false` keeps gg only; both off
 // is the MoCo v2 baseline of the ablation. Defaults as src/methods/moco.ts.
 import { z } from 'zod';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Scalar, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { detcoPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { infoNCE } from '../losses/info_nce.js';

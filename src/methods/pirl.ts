@@ -16,7 +16,7 @@
 // 32 px view (recipes.ts's jigsaw set), and they leave the running BN
 // statistics to the image branch.
 import { z } from 'zod';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
 import { pirlPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { infoNCE } from '../losses/info_nce.js';

@@ -12,7 +12,7 @@
 // Small-data defaults: T = 0.5 and a 512-wide head, the paper's CIFAR-10
 // setting (appendix B.9) with a narrower hidden layer for narrow ResNets.
 import { z } from 'zod';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { ntXent } from '../losses/nt_xent.js';

@@ -3,7 +3,7 @@
 // (the "same augmentations" reference of DESIGN.md section 5). It exercises
 // the whole training path and is the upper bound the self-supervised methods
 // are read against.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { Rng } from '../nn/init.js';

@@ -1,7 +1,7 @@
 // Seeded parameter initialisers. Every layer draws from one `Rng` stream in
 // construction order, so a model built with the same seed is the same model on
 // every backend and every run.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 
 /** Mulberry32 uniforms and Box-Muller normals: small, seedable, fast enough for 25M weights. */

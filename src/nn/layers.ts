@@ -1,6 +1,6 @@
 // The layers ResNets, ConvNets and SSL heads are built from. Inputs are NHWC
 // (channels last) throughout; conv weights are HWIO and Linear weights [in, out].
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
 import { applyEpilogue, batchNormTrain, type BatchNormEpilogue } from '../backend/ops.js';
 import { Module, noGrad } from './module.js';

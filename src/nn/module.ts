@@ -3,7 +3,7 @@
 // buffers, state dicts and weight-decay groups. Names follow torchvision, so a
 // state dict lines up with a PyTorch checkpoint key for key (tensors are NHWC /
 // HWIO / [in, out] here).
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor, Variable } from '@tensorflow/tfjs-core';
 
 /** Name -> tensor. From `stateDict()` these are the live variables: clone to snapshot. */

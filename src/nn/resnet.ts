@@ -1,7 +1,7 @@
 // ResNet-18/34/50 (He et al. 2016) in torchvision's layout: stride on the 3x3
 // conv of a bottleneck (v1.5), 1x1-conv + BN shortcut when the shape changes,
 // Kaiming fan-out init for convs. Parameter names match torchvision's.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { Module } from './module.js';
 import { BatchNorm2d, Conv2d, Linear } from './layers.js';

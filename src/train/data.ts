@@ -1,6 +1,6 @@
 // The data side of a run: the training set a config names, the held-out set
 // for online kNN, and loader batches as tensors.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs-core';
 import {
   FASHION_MNIST_STATS,
@@ -12,7 +12,7 @@ import {
   type RecipeOptions,
 } from '../data/index.js';
 import type { TensorBatch } from '../methods/method.js';
-import type { DataInfo } from './checkpoint.js';
+import type { DataInfo } from '../io/checkpoint.js';
 import type { RunConfig } from './config.js';
 
 const FOLDER_PREFIX = 'folder:';

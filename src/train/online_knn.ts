@@ -6,7 +6,7 @@
 // backbone's pooled res5 in eval mode (src/eval/features.ts), votes weighted
 // by exp(cos / 0.1) (src/eval/knn.ts).
 import { selectImages, type ImageSet } from '../data/image_set.js';
-import { Rng } from '../data/random.js';
+import { Rng } from '../core/random.js';
 import { extractFeatures } from '../eval/features.js';
 import { knnAccuracy } from '../eval/knn.js';
 import type { ResNet } from '../nn/resnet.js';

@@ -6,7 +6,7 @@
 // to the `decay` group only (not BN, not biases). Every update of one
 // parameter runs in one tidy: the only tensors that survive a step are the new
 // parameter values and the new slots.
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { NamedTensorMap, Scalar, Tensor, Variable } from '@tensorflow/tfjs-core';
 import type { Module } from '../nn/module.js';
 import type { RunConfig } from './config.js';

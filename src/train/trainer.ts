@@ -12,10 +12,10 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Scalar, Variable } from '@tensorflow/tfjs-core';
 import { useBackend } from '../backend/select.js';
-import { writeFileAtomic } from '../data/atomic_file.js';
+import { writeFileAtomic } from '../core/atomic_file.js';
 import { Loader, type Batch } from '../data/index.js';
 import { estimateBatchNormStatistics } from '../eval/features.js';
 import { createMethod } from '../methods/index.js';
@@ -32,7 +32,7 @@ import {
   type CheckpointState,
   type EpochAccumulator,
   type TrainPosition,
-} from './checkpoint.js';
+} from '../io/checkpoint.js';
 import type { RunConfig } from './config.js';
 import { dataInfo, disposeTensorBatch, loadTestSet, loadTrainingSet, recipeOptions, toTensorBatch } from './data.js';
 import { MetricsLog, createProgress, type EpochMetrics, type StepMetrics } from './metrics.js';

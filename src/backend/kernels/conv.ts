@@ -1,5 +1,5 @@
 // Convolutions (plain, fused bias+ReLU, depthwise) and their gradients on oneDNN.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { nativeKernel, type NativeBackend } from '../native_backend.js';
 

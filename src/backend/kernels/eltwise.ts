@@ -1,6 +1,6 @@
 // Native element-wise kernels: unary maps, broadcasting binary ops, AddN and
 // Softmax. float32 only; anything else declines to the tfjs-cpu kernel.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { ReluGrad, SgdMomentumUpdate } from '../ops.js';
 import { nativeKernel, sizeOf, type NativeBackend } from '../native_backend.js';

@@ -1,7 +1,7 @@
 // Native layout kernels: Transpose, Concat, Slice, SplitV, PadV2, Tile and GatherV2
 // (along axis 0), all copies in the addon. float32 only. Cases tfjs-cpu does without copying (a
 // contiguous slice is a view, a one-input concat is the input) are left to it.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { nativeKernel, sizeOf } from '../native_backend.js';
 

@@ -1,5 +1,5 @@
 // Max and average pooling, forward and backward, in NHWC.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { nativeKernel, type NativeBackend } from '../native_backend.js';
 

@@ -2,7 +2,7 @@
 // size-1 dimensions, usually form one contiguous block; x is then viewed as
 // [outer, reduced, inner] and reduced in place. Any other set of axes is first
 // moved to the end by a native transpose.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { nativeKernel, sizeOf, uninitializedFloats, type NativeBackend } from '../native_backend.js';
 import { opCode } from './eltwise.js';

@@ -10,7 +10,7 @@
 // online module rather than averaged (as timm's ModelEmaV2 and MoCo's
 // evaluation of the key encoder do), so an EMA twin evaluated in eval mode
 // sees the online module's statistics.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
 

@@ -11,7 +11,7 @@
 // image to a random target; the untrained network's embeddings instead carry
 // its (already useful) similarity structure. Measured: see README.
 import { z } from 'zod';
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { Tensor2D, Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
 import { Rng } from '../../nn/init.js';

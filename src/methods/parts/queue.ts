@@ -6,7 +6,7 @@
 // Keys are computed inside `loss()` (under the gradient tape) but may only
 // enter the queue after the optimizer step, once the current batch no longer
 // needs the old negatives: `stage(keys)` there, `commit()` in `afterStep`.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { Tensor, Tensor2D, Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
 import { Rng, normal } from '../../nn/init.js';

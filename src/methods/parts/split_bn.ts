@@ -5,7 +5,7 @@
 // (the authors' CIFAR colab) emulate the GPUs with SplitBatchNorm: BN over G
 // groups of the batch separately, and a random permutation of the key batch
 // before the key encoder, undone after it.
-import * as tf from '../../tf.js';
+import * as tf from '../../core/tf.js';
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs-core';
 import { batchNormTrain, type BatchNormEpilogue } from '../../backend/ops.js';
 import { BatchNorm2d } from '../../nn/layers.js';

@@ -13,14 +13,14 @@
 // atomically: a crash mid-write leaves the previous checkpoint intact.
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import * as tf from '../tf.js';
+import * as tf from '../core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '../data/atomic_file.js';
+import { writeFileAtomic } from '../core/atomic_file.js';
 import type { Method } from '../methods/method.js';
 import type { Module, StateDict } from '../nn/module.js';
-import { RunConfig, parseRunConfig } from './config.js';
-import type { EpochMetrics } from './metrics.js';
-import type { Optimizer } from './optimizers.js';
+import { RunConfig, parseRunConfig } from '../train/config.js';
+import type { EpochMetrics } from '../train/metrics.js';
+import type { Optimizer } from '../train/optimizers.js';
 import { decodeSafetensors, dtypeOf, encodeSafetensors, type RawTensor, type SafeArray } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'selfsup-checkpoint';
