@@ -5,7 +5,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
-import { knnAccuracy, knnEvaluate, knnNeighbours, knnPredict, l2Normalize } from '../src/eval/knn.js';
+import { knnAccuracy, knnEvaluate, knnNeighbours, knnPredict, l2NormalizeRows } from '../src/eval/knn.js';
 import { assertClose, randomArray } from './helpers.js';
 import { clusters, randomLabels } from './eval_toy.js';
 
@@ -101,8 +101,8 @@ describe('kNN accuracy', () => {
     assert.deepEqual(Array.from(blocked.indices), Array.from(whole.indices));
     assertClose(blocked.similarities, whole.similarities, { atol: 1e-6 });
     // Against a brute-force scan.
-    const m = l2Normalize(memory, dim);
-    const qn = l2Normalize(queries, dim);
+    const m = l2NormalizeRows(memory, dim);
+    const qn = l2NormalizeRows(queries, dim);
     for (let i = 0; i < 50; i++) {
       const sims = Array.from({ length: 300 }, (_, j) => {
         let s = 0;

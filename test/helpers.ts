@@ -6,6 +6,7 @@ import type { Tensor } from '@tensorflow/tfjs-core';
 import { registerNativeBackend } from '../src/backend/native_backend.js';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import type { Module } from '../src/nn/module.js';
+import { Mulberry32 } from '../src/core/random.js';
 
 /** Registers `native` (failing the test run loudly if the addon is missing). */
 export async function setupNative(): Promise<void> {
@@ -19,16 +20,10 @@ export function bufferValues(module: Module): number[][] {
   return module.namedBuffers().map(([, v]) => Array.from(v.dataSync()));
 }
 
-/** Mulberry32: small, seedable, good enough for test data. */
+/** A seeded uniform [0, 1) source for test data (the project's Mulberry32 stream). */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const stream = new Mulberry32(seed);
+  return () => stream.next();
 }
 
 /** Uniform values in [lo, hi). */

@@ -62,3 +62,21 @@ test('InfoNCE rejects mismatched shapes and a bad temperature', () => {
     assert.throws(() => infoNCE(q(), k(), null, 0), /temperature must be > 0/);
   });
 });
+
+test('l2Normalize: unit rows, and an all-zero row stays zero with a finite gradient on cpu and native', async () => {
+  const w = tf.tensor2d([[0.3, -0.2, 0.5], [1, 2, -1]]);
+  const x = tf.tensor2d([[0, 0, 0], [3, 4, 0]]);
+  assertClose(tf.tidy(() => l2Normalize(x).dataSync()), [0, 0, 0, 0.6, 0.8, 0], { atol: 1e-7, rtol: 0 });
+  for (const backend of ['cpu', 'native']) {
+    await tf.setBackend(backend);
+    const grad = tf.tidy(() => tf.grad((v: tf.Tensor) => tf.sum(tf.mul(l2Normalize(v as Tensor2D), w)))(x).arraySync() as number[][]);
+    // The zero row's gradient is w / eps (torch's value, large but finite); before the fix it was NaN.
+    assert.ok(grad.flat().every(Number.isFinite), `${backend}: non-finite gradient ${JSON.stringify(grad)}`);
+    // Row 2: (I - u uᵀ) w / |x| with u = (0.6, 0.8, 0), |x| = 5.
+    const wu = 0.6 * 1 + 0.8 * 2;
+    assertClose(grad[1]!, [(1 - 0.6 * wu) / 5, (2 - 0.8 * wu) / 5, -1 / 5], { atol: 1e-6, rtol: 1e-5 });
+  }
+  await useBackend('native');
+  assertGradientMatchesFiniteDifferences((v) => tf.sum(tf.mul(l2Normalize(v as Tensor2D), w)), tf.tensor2d([[0.5, -1, 2], [3, 4, 0.1]]), { eps: 1e-3 });
+  tf.dispose([w, x]);
+});

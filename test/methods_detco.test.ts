@@ -1,6 +1,7 @@
 // DetCo: loss terms per ablation switch, stage weights, separate global and
 // local queues, the local head's shapes, a short end-to-end run through the
 // trainer, and a 300-step run that must beat the untrained network.
+import { Mulberry32 } from '../src/core/random.js';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -9,7 +10,6 @@ import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
 import { createMethod, type TensorBatch } from '../src/methods/index.js';
 import { DetCo, LocalHead, STAGES, STAGE_WEIGHTS } from '../src/methods/detco.js';
-import { Rng } from '../src/nn/init.js';
 import { parseRunConfig } from '../src/train/config.js';
 import { readCheckpoint } from '../src/io/checkpoint.js';
 import { assertClose, bufferValues, randomTensor } from './helpers.js';
@@ -110,7 +110,7 @@ test('DetCo enqueues global keys into the global queues and local keys into the 
 });
 
 test('LocalHead pools each of the 9 patches, concatenates them (9C) and maps to 128 through a C-wide hidden layer', () => {
-  const head = new LocalHead(16, 128, new Rng(0));
+  const head = new LocalHead(16, 128, new Mulberry32(0));
   assert.deepEqual(head.mlp.dims, [144, 16, 128]);
   const y = tf.tidy(() => head.forward(randomTensor([5 * 9, 16], 1) as Tensor2D).shape);
   assert.deepEqual(y, [5, 128]);

@@ -2,12 +2,13 @@
 // checkpointed pointer), the EMA twin (update formula, BN statistics copied,
 // weights as buffers), the heads, and SplitBatchNorm against the plain BN of
 // each group.
+import { Mulberry32 } from '../src/core/random.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as tf from '../src/core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
-import { BatchNorm2d, Linear, MLP, Module, Rng } from '../src/nn/index.js';
+import { BatchNorm2d, Linear, MLP, Module } from '../src/nn/index.js';
 import { KeyQueue } from '../src/methods/parts/queue.js';
 import { EmaPair } from '../src/methods/parts/ema.js';
 import { PredictionHead, ProjectionHead } from '../src/methods/parts/heads.js';
@@ -22,7 +23,7 @@ const rows = (queue: KeyQueue) => queue.keys.arraySync() as number[][];
 const keysOf = (...values: number[]) => tf.tensor2d(values.map((v) => [v, -v]));
 
 test('KeyQueue starts with random unit keys and a zero pointer, both in the state dict', () => {
-  const queue = new KeyQueue(6, 4, { rng: new Rng(1) });
+  const queue = new KeyQueue(6, 4, { rng: new Mulberry32(1) });
   assert.deepEqual(Object.keys(queue.stateDict()).sort(), ['keys', 'pointer']);
   assert.equal(queue.parameters().length, 0);
   assertClose(tf.tidy(() => tf.norm(queue.keys, 'euclidean', 1).dataSync()), [1, 1, 1, 1, 1, 1]);
@@ -57,7 +58,7 @@ test('KeyQueue.stage holds keys until commit; a restored state dict restores key
   assert.equal(queue.pointer.dataSync()[0], 2);
   assert.deepEqual(rows(queue).slice(0, 2).map((r) => r[0]), [1, 2]);
   assert.equal(tf.memory().numTensors, before, 'no tensor leaks through stage/commit');
-  const copy = new KeyQueue(4, 2, { rng: new Rng(9) });
+  const copy = new KeyQueue(4, 2, { rng: new Mulberry32(9) });
   copy.loadStateDict(queue.stateDict());
   assert.equal(copy.pointer.dataSync()[0], 2);
   assert.deepEqual(rows(copy), rows(queue));
@@ -70,7 +71,7 @@ class Tiny extends Module {
   readonly bn: BatchNorm2d;
   constructor(seed: number) {
     super();
-    this.fc = this.addModule('fc', new Linear(3, 2, { rng: new Rng(seed) }));
+    this.fc = this.addModule('fc', new Linear(3, 2, { rng: new Mulberry32(seed) }));
     this.bn = this.addModule('bn', new BatchNorm2d(2));
   }
   forward(x: Tensor2D): Tensor2D {
@@ -154,10 +155,10 @@ test('useSplitBatchNorm on a ResNet: a training forward equals one forward per g
   useSplitBatchNorm(net, 1);
   const halves = tf.tidy(() => tf.concat([net.features(tf.slice(x, 0, 2)), net.features(tf.slice(x, 2, 2))]).dataSync());
   assertClose(whole, halves, { atol: 1e-4 }, 'grouped forward');
-  const { perm, inverse } = batchShuffle(6, new Rng(4));
+  const { perm, inverse } = batchShuffle(6, new Mulberry32(4));
   assert.deepEqual([...perm].sort(), [0, 1, 2, 3, 4, 5]);
   assert.deepEqual([...inverse].map((i) => perm[i]), [0, 1, 2, 3, 4, 5]);
-  const rowsBack = tf.tidy(() => shuffledForward(tf.range(0, 6).reshape([6, 1]), new Rng(4), (s) => tf.mul(s, 2)).dataSync());
+  const rowsBack = tf.tidy(() => shuffledForward(tf.range(0, 6).reshape([6, 1]), new Mulberry32(4), (s) => tf.mul(s, 2)).dataSync());
   assert.deepEqual([...rowsBack], [0, 2, 4, 6, 8, 10]);
   net.dispose();
   x.dispose();

@@ -10,6 +10,7 @@
 // drifts by 30% from minute to minute, and timing the engines minutes apart
 // made the ratio a measure of that drift (PyTorch's ResNet-18 step here
 // measured 1.34 s in one bench run and 1.97 s half an hour later).
+import { Mulberry32 } from '../core/random.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
@@ -20,7 +21,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import * as tf from '../core/tf.js';
 import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { BACKEND_NAMES, useBackend, type BackendName } from '../backend/select.js';
-import { ConvNet, ResNet, Rng, normal } from '../nn/index.js';
+import { ConvNet, ResNet, normal } from '../nn/index.js';
 import { writeFileAtomic } from '../core/atomic_file.js';
 import { SGD, namedParameters } from '../train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../data/index.js';
@@ -110,7 +111,7 @@ function buildModel(spec: ModelSpec): ResNet | ConvNet {
 function trainingStep(spec: ModelSpec, batch: number) {
   const model = buildModel(spec).train();
   const optimizer = new SGD(namedParameters(model), { momentum: 0.9 });
-  const x = normal([batch, spec.size, spec.size, spec.inChannels], 1, new Rng(1)) as Tensor4D;
+  const x = normal([batch, spec.size, spec.size, spec.inChannels], 1, new Mulberry32(1)) as Tensor4D;
   const labels = tf.tidy(() => tf.oneHot(tf.tensor1d(Array.from({ length: batch }, (_, i) => i % spec.numClasses), 'int32'), spec.numClasses));
   const params = model.parameters();
   const loss = (): Scalar => tf.losses.softmaxCrossEntropy(labels as Tensor2D, model.logits(x));

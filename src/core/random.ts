@@ -1,4 +1,9 @@
-// One seeded random generator for the whole data layer.
+// The project's seeded random generators, one API over two streams:
+// - `Rng` (sfc32, splittable): the default; the data layer, the loader and
+//   the evaluation splits draw from it.
+// - `Mulberry32`: weight initialisation and the methods' per-step draws. Kept
+//   because every checkpoint and recorded benchmark depends on its exact
+//   stream; new code uses `Rng`.
 //
 // Reproducibility rule: a generator's `split(key)` depends only on the seed it
 // was made from, never on how many numbers it has drawn. The loader derives
@@ -19,7 +24,57 @@ function mix32(x: number): number {
   return (x ^ (x >>> 16)) >>> 0;
 }
 
-export class Rng {
+/** What every generator offers, derived from its uniform stream `next()`. */
+export abstract class RandomStream {
+  private spare: number | undefined;
+
+  /** Uniform in [0, 1). */
+  abstract next(): number;
+
+  /** Uniform in [lo, hi); [0, 1) without arguments. */
+  uniform(lo = 0, hi = 1): number {
+    return lo + (hi - lo) * this.next();
+  }
+
+  /** Uniform integer in [lo, hi] (both ends included, as torch.randint's high+1). */
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+
+  /** True with probability p. Always draws, so the stream does not depend on p. */
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+
+  /** Standard normal (Box-Muller; the second value of each pair is kept for the next call). */
+  normal(): number {
+    if (this.spare !== undefined) {
+      const s = this.spare;
+      this.spare = undefined;
+      return s;
+    }
+    const u = 1 - this.next(); // (0, 1], so log(u) is finite
+    const r = Math.sqrt(-2 * Math.log(u));
+    const theta = 2 * Math.PI * this.next();
+    this.spare = r * Math.sin(theta);
+    return r * Math.cos(theta);
+  }
+
+  /** Fisher-Yates permutation of 0..n-1. */
+  permutation(n: number): Int32Array {
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) out[i] = i;
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      const t = out[i]!;
+      out[i] = out[j]!;
+      out[j] = t;
+    }
+    return out;
+  }
+}
+
+export class Rng extends RandomStream {
   /** The two key words this generator was made from; `split` derives from them. */
   readonly key0: number;
   readonly key1: number;
@@ -38,6 +93,7 @@ export class Rng {
 
   /** Prefer `Rng.seeded`; this takes already-mixed key words. */
   constructor(key0: number, key1: number) {
+    super();
     this.key0 = key0 >>> 0;
     this.key1 = key1 >>> 0;
     this.a = this.key0;
@@ -68,36 +124,25 @@ export class Rng {
     return t >>> 0;
   }
 
-  /** Uniform in [0, 1). */
   next(): number {
     return this.nextUint32() / TWO_POW_32;
   }
+}
 
-  /** Uniform in [lo, hi). */
-  uniform(lo: number, hi: number): number {
-    return lo + (hi - lo) * this.next();
+/** Mulberry32 (Tommy Ettinger's 32-bit-state generator): the weights' and the methods' stream. */
+export class Mulberry32 extends RandomStream {
+  private state: number;
+
+  constructor(seed = 0) {
+    super();
+    this.state = seed >>> 0;
   }
 
-  /** Uniform integer in [lo, hi] (both ends included, as torch.randint's high+1). */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-
-  /** True with probability p. Always draws, so the stream does not depend on p. */
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-
-  /** Fisher-Yates permutation of 0..n-1. */
-  permutation(n: number): Int32Array {
-    const out = new Int32Array(n);
-    for (let i = 0; i < n; i++) out[i] = i;
-    for (let i = n - 1; i > 0; i--) {
-      const j = Math.floor(this.next() * (i + 1));
-      const t = out[i]!;
-      out[i] = out[j]!;
-      out[j] = t;
-    }
-    return out;
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / TWO_POW_32;
   }
 }

@@ -35,7 +35,7 @@ export interface Accuracy {
 const DEFAULT_BLOCK_FLOATS = 8 * 1024 * 1024;
 
 /** Rows scaled to unit L2 norm (a zero row stays zero). */
-export function l2Normalize(features: Float32Array, dim: number): Float32Array {
+export function l2NormalizeRows(features: Float32Array, dim: number): Float32Array {
   checkRows(features, dim, 'features');
   const out = new Float32Array(features.length);
   for (let o = 0; o < features.length; o += dim) {
@@ -80,8 +80,8 @@ export function knnNeighbours(
   const similarities = new Float32Array(q * kk);
   const indices = new Int32Array(q * kk);
   const rows = Math.max(1, Math.floor(blockFloats / n));
-  const normQueries = l2Normalize(queries, dim);
-  const bank = tf.tensor2d(l2Normalize(memory, dim), [n, dim]);
+  const normQueries = l2NormalizeRows(queries, dim);
+  const bank = tf.tensor2d(l2NormalizeRows(memory, dim), [n, dim]);
   const heapVal = new Float32Array(kk);
   const heapIdx = new Int32Array(kk);
   try {

@@ -3,9 +3,14 @@ import * as tf from '../core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { noGrad } from '../nn/module.js';
 
-/** x / max(||x||, eps) along `axis` (torch's F.normalize): a zero row stays zero instead of NaN. */
+/**
+ * x / sqrt(max(||x||², eps²)) along `axis`: torch's F.normalize. The clamp
+ * sits under the square root, so a zero row stays zero with a finite
+ * gradient (the root's gradient at 0 is infinite, and one such row would turn
+ * every weight into NaN).
+ */
 export function l2Normalize<T extends Tensor>(x: T, axis = -1, eps = 1e-12): T {
-  return tf.tidy(() => tf.div(x, tf.maximum(tf.norm(x, 'euclidean', axis, true), eps)));
+  return tf.tidy(() => tf.div(x, tf.sqrt(tf.maximum(tf.sum(tf.pow(tf.abs(x), tf.scalar(2, 'int32')), axis, true), eps * eps))));
 }
 
 /** A copy of `x` the gradient tape does not see, so gradients stop here (torch's `.detach()`). */

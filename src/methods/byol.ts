@@ -23,12 +23,12 @@
 // without it the online kNN swung by up to 10 points between epochs at lr
 // 0.5; with it, and the small views' crops at >= 50% (recipes.ts), the bench
 // run's kNN went from 71.0 to 71.9.
+import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { negCosine } from '../losses/neg_cosine.js';
-import { Rng } from '../nn/init.js';
 import { noGrad } from '../nn/module.js';
 import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
@@ -66,9 +66,9 @@ export class BYOL extends Method {
     const { hiddenDim, outDim } = options;
     this.backbone = this.addModule('backbone', buildBackbone());
     const buildProjector = () =>
-      new ProjectionHead(this.backbone.featureDim, hiddenDim, outDim, { layers: 2, batchNorm: true, rng: new Rng(seed + 1) });
+      new ProjectionHead(this.backbone.featureDim, hiddenDim, outDim, { layers: 2, batchNorm: true, rng: new Mulberry32(seed + 1) });
     this.projector = this.addModule('projector', buildProjector());
-    this.predictor = this.addModule('predictor', new PredictionHead(outDim, hiddenDim, outDim, { rng: new Rng(seed + 2) }));
+    this.predictor = this.addModule('predictor', new PredictionHead(outDim, hiddenDim, outDim, { rng: new Mulberry32(seed + 2) }));
     this.momentumPairs = [new EmaPair(this.backbone, buildBackbone), new EmaPair(this.projector, buildProjector)];
     this.addModule('targetBackbone', this.momentumPairs[0].target);
     this.addModule('targetProjector', this.momentumPairs[1].target);

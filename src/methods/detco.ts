@@ -9,13 +9,13 @@
 // x1/x2 are MoCo v2 views, x3/x4 jigsaw sets (3x3 patches of their own
 // crops). `hic: false` keeps Res5 only; `cglc: false` keeps gg only; both off
 // is the MoCo v2 baseline of the ablation. Defaults as src/methods/moco.ts.
+import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
 import type { Scalar, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { detcoPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
-import { Rng } from '../nn/init.js';
 import { MLP, withRunningStatsFrozen } from '../nn/layers.js';
 import { Module, noGrad } from '../nn/module.js';
 import { ResNet, globalAvgPool, type ResNetOptions, type ResNetStages } from '../nn/resnet.js';
@@ -45,7 +45,7 @@ export type DetCoOptions = z.infer<typeof DetCoOptions>;
 /** Avg-pool each of the 9 patches, concatenate them, MLP to `dim`. Hidden width C (not 9C), as the paper's modest local MLP. */
 export class LocalHead extends Module {
   readonly mlp: MLP;
-  constructor(channels: number, dim: number, rng: Rng) {
+  constructor(channels: number, dim: number, rng: Mulberry32) {
     super();
     this.mlp = this.addModule('mlp', new MLP([PATCHES * channels, channels, dim], { rng }));
   }
@@ -64,7 +64,7 @@ export class DetCoHeads extends Module {
   readonly local = {} as Record<Stage, LocalHead>;
   constructor(channels: Record<Stage, number>, dim: number, seed: number) {
     super();
-    const rng = new Rng(seed);
+    const rng = new Mulberry32(seed);
     for (const s of STAGES) {
       this.global[s] = this.addModule(`global.${s}`, new ProjectionHead(channels[s], channels[s], dim, { rng }));
       this.local[s] = this.addModule(`local.${s}`, new LocalHead(channels[s], dim, rng));
@@ -98,7 +98,7 @@ export class DetCo extends Method {
     this.addModule('momentumBackbone', this.momentumPairs[0].target);
     this.addModule('momentumHeads', this.momentumPairs[1].target);
     this.stages.forEach((s, i) => {
-      const rng = new Rng(this.seed + 10 + i);
+      const rng = new Mulberry32(this.seed + 10 + i);
       this.globalQueues[s] = this.addModule(`globalQueue.${s}`, new KeyQueue(o.queueLength, o.dim, { rng }));
       if (o.cglc) this.localQueues[s] = this.addModule(`localQueue.${s}`, new KeyQueue(o.queueLength, o.dim, { rng }));
     });
@@ -134,7 +134,7 @@ export class DetCo extends Method {
   /** Key embeddings from the momentum encoder, with shuffle-BN and no gradient. */
   keys(x: Tensor4D, kind: 'global' | 'local', step: number): PerStage {
     const [net, heads] = this.momentumPairs.map((p) => p.target) as [ResNet, DetCoHeads];
-    const rng = new Rng(this.seed * 7919 + step * 2 + (kind === 'local' ? 1 : 0));
+    const rng = new Mulberry32(this.seed * 7919 + step * 2 + (kind === 'local' ? 1 : 0));
     return noGrad(() => {
       const sizes = this.stages.map((s) => net.channels[s]);
       const all = shuffledForward(x, rng, (xs) => tf.concat(Object.values(this.pooled(net, xs as Tensor4D)), 1));

@@ -14,12 +14,12 @@
 // embedding, which the paper's linear head lacks; and the bank starts as the
 // untrained network's embeddings (memory_bank.ts says why, with the
 // measurements).
+import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
-import { Rng } from '../nn/init.js';
 import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
 import type { MethodData } from './index.js';
@@ -48,7 +48,7 @@ export class InsDis extends Method {
   ) {
     super();
     this.backbone = this.addModule('backbone', backbone);
-    const rng = new Rng(seed + 1);
+    const rng = new Mulberry32(seed + 1);
     this.head = this.addModule('head', new ProjectionHead(backbone.featureDim, 0, options.dim, { layers: 1, lastBatchNorm: options.headBatchNorm, rng }));
     this.memory = this.addModule('memory', new MemoryBank(options.bankSize, options.dim, { momentum: options.bankMomentum, seed: seed + 2 }));
   }
@@ -74,7 +74,7 @@ export class InsDis extends Method {
   loss(batch: TensorBatch, ctx: StepContext): LossOutput {
     const v = this.embed(batch.views.view!);
     const positive = this.memory.get(batch.indices);
-    const negatives = this.memory.sample(this.options.negatives, new Rng(stepSeed(this.seed, ctx.step)));
+    const negatives = this.memory.sample(this.options.negatives, new Mulberry32(stepSeed(this.seed, ctx.step)));
     const loss = infoNCE(v, positive, negatives, this.options.temperature);
     this.memory.stage(batch.indices, v);
     return { loss, terms: { nce: loss } };

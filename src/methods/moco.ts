@@ -24,12 +24,12 @@
 //   same benchmark kNN went 72.0 -> 73.3 (as InsDis's, memory_bank.ts: a
 //   sharp softmax over 10 classes of near-duplicates mostly pushes apart
 //   images of the same class).
+import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions, type ViewSpec } from '../data/index.js';
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
-import { Rng } from '../nn/init.js';
 import { noGrad } from '../nn/module.js';
 import { ResNet, type ResNetOptions } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
@@ -93,12 +93,12 @@ export class MoCo extends Method {
     const build = () => useSplitBatchNorm(new ResNet(backbone), o.bnSplits);
     this.backbone = this.addModule('backbone', build());
     const d = this.backbone.featureDim;
-    const buildHead = () => new ProjectionHead(d, d, o.dim, { layers: version === 'v1' ? 1 : 2, rng: new Rng(this.seed + 1) });
+    const buildHead = () => new ProjectionHead(d, d, o.dim, { layers: version === 'v1' ? 1 : 2, rng: new Mulberry32(this.seed + 1) });
     this.head = this.addModule('head', buildHead());
     this.momentumPairs = [new EmaPair(this.backbone, build), new EmaPair(this.head, buildHead)];
     this.addModule('momentumBackbone', this.momentumPairs[0].target);
     this.addModule('momentumHead', this.momentumPairs[1].target);
-    this.keyQueue = this.addModule('keyQueue', new KeyQueue(o.queueLength, o.dim, { rng: new Rng(this.seed + 2) }));
+    this.keyQueue = this.addModule('keyQueue', new KeyQueue(o.queueLength, o.dim, { rng: new Mulberry32(this.seed + 2) }));
   }
 
   static fromConfig(version: MoCoVersion, config: RunConfig, data: MethodData): MoCo {
@@ -118,7 +118,7 @@ export class MoCo extends Method {
   /** Keys of the momentum encoder, with shuffle-BN and no gradient. */
   key(x: Tensor4D, step: number): Tensor2D {
     const [backbone, head] = this.momentumPairs.map((p) => p.target) as [ResNet, ProjectionHead];
-    const rng = new Rng(this.seed * 7919 + step);
+    const rng = new Mulberry32(this.seed * 7919 + step);
     return noGrad(() => shuffledForward(x, rng, (s) => l2Normalize(head.forward(backbone.features(s as Tensor4D)))));
   }
 

@@ -15,13 +15,13 @@
 // network's embeddings, as InsDis (memory_bank.ts); patches are 16 px of a
 // 32 px view (recipes.ts's jigsaw set), and they leave the running BN
 // statistics to the image branch.
+import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
 import { pirlPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
-import { Rng } from '../nn/init.js';
 import { Linear, withRunningStatsFrozen } from '../nn/layers.js';
 import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
@@ -58,7 +58,7 @@ export class PIRL extends Method {
   ) {
     super();
     const { dim } = options;
-    const rng = new Rng(seed + 1);
+    const rng = new Mulberry32(seed + 1);
     this.backbone = this.addModule('backbone', backbone);
     const embedding = { layers: 1, lastBatchNorm: options.headBatchNorm, rng };
     this.imageHead = this.addModule('imageHead', new ProjectionHead(backbone.featureDim, 0, dim, embedding));
@@ -101,7 +101,7 @@ export class PIRL extends Method {
     const image = this.imageEmbedding(batch.views.view!);
     const jigsaw = this.jigsawEmbedding(batch.views.jigsaw!);
     const memory = this.memory.get(batch.indices);
-    const negatives = this.memory.sample(count, new Rng(stepSeed(this.seed, ctx.step)));
+    const negatives = this.memory.sample(count, new Mulberry32(stepSeed(this.seed, ctx.step)));
     const jigsawTerm = infoNCE(jigsaw, memory, negatives, temperature);
     const imageTerm = infoNCE(image, memory, negatives, temperature);
     const loss = tf.add(tf.mul(jigsawTerm, lambda), tf.mul(imageTerm, 1 - lambda)) as Scalar;

@@ -11,12 +11,12 @@
 // config (it is the config's choice, not the method's).
 // Small-data defaults: T = 0.5 and a 512-wide head, the paper's CIFAR-10
 // setting (appendix B.9) with a narrower hidden layer for narrow ResNets.
+import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { ntXent } from '../losses/nt_xent.js';
-import { Rng } from '../nn/init.js';
 import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
 import type { MethodData } from './index.js';
@@ -46,7 +46,7 @@ export class SimCLR extends Method {
   ) {
     super();
     this.backbone = this.addModule('backbone', backbone);
-    const rng = new Rng(seed + 1);
+    const rng = new Mulberry32(seed + 1);
     this.projector = this.addModule(
       'projector',
       new ProjectionHead(backbone.featureDim, options.hiddenDim, options.outDim, { layers: 2, batchNorm: true, rng }),

@@ -3,10 +3,10 @@
 // (the "same augmentations" reference of DESIGN.md section 5). It exercises
 // the whole training path and is the upper bound the self-supervised methods
 // are read against.
+import { Mulberry32 } from '../core/random.js';
 import * as tf from '../core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';
-import { Rng } from '../nn/init.js';
 import { Linear } from '../nn/layers.js';
 import { ResNet, type ResNetOptions } from '../nn/resnet.js';
 import type { RunConfig } from '../train/config.js';
@@ -34,7 +34,7 @@ export class Supervised extends Method {
     this.backbone = this.addModule('backbone', new ResNet(o.backbone));
     this.classifier = this.addModule(
       'classifier',
-      new Linear(this.backbone.featureDim, o.numClasses, { rng: new Rng((o.backbone.seed ?? 0) + 1) }),
+      new Linear(this.backbone.featureDim, o.numClasses, { rng: new Mulberry32((o.backbone.seed ?? 0) + 1) }),
     );
   }
 

@@ -1,10 +1,10 @@
 // The 3-conv CNN of the bench and of DESIGN.md's engine comparison:
 // 3x3 convs 32 (stride 1), 64 (stride 2), 128 (stride 2), each + BN + ReLU,
 // global average pool, linear classifier.
+import { Mulberry32 } from '../core/random.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { Module } from './module.js';
 import { BatchNorm2d, Conv2d, Linear } from './layers.js';
-import { Rng } from './init.js';
 import { globalAvgPool } from './resnet.js';
 
 export interface ConvNetOptions {
@@ -27,7 +27,7 @@ export class ConvNet extends Module {
 
   constructor({ inChannels = 3, numClasses = 10, seed = 0 }: ConvNetOptions = {}) {
     super();
-    const rng = new Rng(seed);
+    const rng = new Mulberry32(seed);
     let channels = inChannels;
     LAYERS.forEach(({ channels: out, stride }, i) => {
       this.convs.push(this.addModule(`conv${i + 1}`, new Conv2d(channels, out, 3, { stride, rng })));

@@ -1,5 +1,5 @@
 export { Module, noGrad, type ParameterGroups, type StateDict } from './module.js';
-export { Rng, fanInUniform, kaimingNormalFanOut, normal, uniform } from './init.js';
+export { fanInUniform, kaimingNormalFanOut, normal, uniform } from './init.js';
 export { BatchNorm1d, BatchNorm2d, Conv2d, estimateRunningStats, Identity, Linear, MLP, relu, withRunningStatsFrozen } from './layers.js';
 export type { BatchNormOptions, Conv2dOptions, MlpOptions } from './layers.js';
 export { ConvNet, type ConvNetOptions } from './convnet.js';

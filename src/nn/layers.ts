@@ -1,13 +1,14 @@
 // The layers ResNets, ConvNets and SSL heads are built from. Inputs are NHWC
 // (channels last) throughout; conv weights are HWIO and Linear weights [in, out].
+import { Mulberry32 } from '../core/random.js';
 import * as tf from '../core/tf.js';
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs-core';
 import { applyEpilogue, batchNormTrain, type BatchNormEpilogue } from '../backend/ops.js';
 import { Module, noGrad } from './module.js';
-import { Rng, fanInUniform, kaimingNormalFanOut } from './init.js';
+import { fanInUniform, kaimingNormalFanOut } from './init.js';
 
 /** Used when a layer is built without an `rng`; models take a `seed` instead. */
-const sharedRng = new Rng(0);
+const sharedRng = new Mulberry32(0);
 
 export const relu = <T extends Tensor>(x: T): T => tf.relu(x);
 
@@ -23,7 +24,7 @@ export interface Conv2dOptions {
   padding?: number;
   /** Default false: our convs feed a BN, which has its own shift. */
   bias?: boolean;
-  rng?: Rng;
+  rng?: Mulberry32;
 }
 
 /**
@@ -172,7 +173,7 @@ export class Linear extends Module {
   constructor(
     readonly inFeatures: number,
     readonly outFeatures: number,
-    { bias = true, rng = sharedRng }: { bias?: boolean; rng?: Rng } = {},
+    { bias = true, rng = sharedRng }: { bias?: boolean; rng?: Mulberry32 } = {},
   ) {
     super();
     this.weight = this.addParameter('weight', fanInUniform([inFeatures, outFeatures], inFeatures, rng));
@@ -190,7 +191,7 @@ export interface MlpOptions {
   batchNorm?: boolean;
   /** BN after the last Linear too (SimCLR v2, SimSiam projector). */
   lastBatchNorm?: boolean;
-  rng?: Rng;
+  rng?: Mulberry32;
 }
 
 /** Linear -> [BN] -> ReLU, repeated, then a last Linear [-> BN]. dims = [in, hidden..., out]. */

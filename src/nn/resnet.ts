@@ -1,11 +1,11 @@
 // ResNet-18/34/50 (He et al. 2016) in torchvision's layout: stride on the 3x3
 // conv of a bottleneck (v1.5), 1x1-conv + BN shortcut when the shape changes,
 // Kaiming fan-out init for convs. Parameter names match torchvision's.
+import { Mulberry32 } from '../core/random.js';
 import * as tf from '../core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { Module } from './module.js';
 import { BatchNorm2d, Conv2d, Linear } from './layers.js';
-import { Rng } from './init.js';
 
 export type ResNetDepth = 18 | 34 | 50;
 
@@ -45,7 +45,7 @@ interface BlockArgs {
   planes: number;
   stride: number;
   zeroInitResidual: boolean;
-  rng: Rng;
+  rng: Mulberry32;
 }
 
 /** The projection shortcut, named `downsample.0` (conv) and `downsample.1` (BN) as in torchvision. */
@@ -53,7 +53,7 @@ class Downsample extends Module {
   private readonly conv: Conv2d;
   private readonly bn: BatchNorm2d;
 
-  constructor(inChannels: number, outChannels: number, stride: number, rng: Rng) {
+  constructor(inChannels: number, outChannels: number, stride: number, rng: Mulberry32) {
     super();
     this.conv = this.addModule('0', new Conv2d(inChannels, outChannels, 1, { stride, rng }));
     this.bn = this.addModule('1', new BatchNorm2d(outChannels));
@@ -177,7 +177,7 @@ export class ResNet extends Module {
     super();
     const arch = ARCHITECTURES[depth];
     if (!arch) throw new Error(`ResNet: depth must be 18, 34 or 50, got ${depth}`);
-    const rng = new Rng(seed);
+    const rng = new Mulberry32(seed);
     this.stem = stem;
     this.conv1 = this.addModule(
       'conv1',

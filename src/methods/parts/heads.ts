@@ -2,8 +2,8 @@
 // the papers' layer counts and BN placement; L2 normalisation is left to the
 // loss side, since BYOL's predictor output and MoCo's embedding are both
 // normalised there.
+import { Mulberry32 } from '../../core/random.js';
 import { MLP } from '../../nn/layers.js';
-import type { Rng } from '../../nn/init.js';
 
 export interface ProjectionHeadOptions {
   /**
@@ -15,7 +15,7 @@ export interface ProjectionHeadOptions {
   batchNorm?: boolean;
   /** BN after the last Linear too (SimCLR v2, SimSiam). */
   lastBatchNorm?: boolean;
-  rng?: Rng;
+  rng?: Mulberry32;
 }
 
 /** The projector g(·) of MoCo v1/v2 (He et al. 2020; Chen et al. 2020b) and SimCLR: [N, inDim] -> [N, outDim]. */
@@ -28,7 +28,7 @@ export class ProjectionHead extends MLP {
 
 /** BYOL's predictor q_θ (Grill et al. 2020, section 3.3): Linear -> BN -> ReLU -> Linear. */
 export class PredictionHead extends MLP {
-  constructor(inDim: number, hiddenDim: number, outDim: number, { rng }: { rng?: Rng } = {}) {
+  constructor(inDim: number, hiddenDim: number, outDim: number, { rng }: { rng?: Mulberry32 } = {}) {
     super([inDim, hiddenDim, outDim], { batchNorm: true, rng });
   }
 }

@@ -10,11 +10,11 @@
 // so in a 5-epoch run the first epochs would teach the network to map each
 // image to a random target; the untrained network's embeddings instead carry
 // its (already useful) similarity structure. Measured: see README.
+import { Mulberry32 } from '../../core/random.js';
 import { z } from 'zod';
 import * as tf from '../../core/tf.js';
 import type { Tensor2D, Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
-import { Rng } from '../../nn/init.js';
 import { detach, l2Normalize } from '../../losses/normalize.js';
 
 export interface MemoryBankOptions {
@@ -79,7 +79,7 @@ export class MemoryBank extends Module {
     if (!(momentum >= 0 && momentum < 1)) throw new Error(`MemoryBank: momentum must be in [0, 1), got ${momentum}`);
     this.momentum = momentum;
     // Random unit vectors, so the first epoch's negatives are uninformative but well-spread.
-    const rng = new Rng(seed);
+    const rng = new Mulberry32(seed);
     const init = Float32Array.from({ length: size * dim }, () => rng.normal());
     this.bank = this.addBuffer('bank', tf.tidy(() => l2Normalize(tf.tensor2d(init, [size, dim]), 1)));
   }
@@ -91,7 +91,7 @@ export class MemoryBank extends Module {
   }
 
   /** `count` stored features drawn uniformly with replacement (the negatives of NCE): [count, dim]. */
-  sample(count: number, rng: Rng): Tensor2D {
+  sample(count: number, rng: Mulberry32): Tensor2D {
     const indices = Int32Array.from({ length: count }, () => Math.floor(rng.uniform() * this.size));
     return this.get(indices);
   }

@@ -6,10 +6,11 @@
 // Keys are computed inside `loss()` (under the gradient tape) but may only
 // enter the queue after the optimizer step, once the current batch no longer
 // needs the old negatives: `stage(keys)` there, `commit()` in `afterStep`.
+import { Mulberry32 } from '../../core/random.js';
 import * as tf from '../../core/tf.js';
 import type { Tensor, Tensor2D, Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
-import { Rng, normal } from '../../nn/init.js';
+import { normal } from '../../nn/init.js';
 import { l2Normalize } from '../../losses/normalize.js';
 
 export class KeyQueue extends Module {
@@ -19,7 +20,7 @@ export class KeyQueue extends Module {
   readonly pointer: Variable;
   private staged: Tensor2D | null = null;
 
-  constructor(readonly length: number, readonly dim: number, { rng = new Rng(0) }: { rng?: Rng } = {}) {
+  constructor(readonly length: number, readonly dim: number, { rng = new Mulberry32(0) }: { rng?: Mulberry32 } = {}) {
     super();
     if (!(Number.isInteger(length) && length >= 1)) throw new Error(`KeyQueue: length must be a positive integer, got ${length}`);
     if (!(Number.isInteger(dim) && dim >= 1)) throw new Error(`KeyQueue: dim must be a positive integer, got ${dim}`);

@@ -5,12 +5,12 @@
 // (the authors' CIFAR colab) emulate the GPUs with SplitBatchNorm: BN over G
 // groups of the batch separately, and a random permutation of the key batch
 // before the key encoder, undone after it.
+import { Mulberry32 } from '../../core/random.js';
 import * as tf from '../../core/tf.js';
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs-core';
 import { batchNormTrain, type BatchNormEpilogue } from '../../backend/ops.js';
 import { BatchNorm2d } from '../../nn/layers.js';
 import { Module, noGrad } from '../../nn/module.js';
-import type { Rng } from '../../nn/init.js';
 
 /**
  * BatchNorm whose training mode normalises each of `groups` consecutive
@@ -62,7 +62,7 @@ export function useSplitBatchNorm<M extends Module>(module: M, groups: number): 
 }
 
 /** Fisher-Yates permutation of 0..n-1 and its inverse. */
-export function batchShuffle(n: number, rng: Rng): { perm: Int32Array; inverse: Int32Array } {
+export function batchShuffle(n: number, rng: Mulberry32): { perm: Int32Array; inverse: Int32Array } {
   const perm = Int32Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(rng.uniform() * (i + 1));
@@ -74,7 +74,7 @@ export function batchShuffle(n: number, rng: Rng): { perm: Int32Array; inverse: 
 }
 
 /** encode(x[perm])[inverse]: the key side of shuffle-BN. The output rows line up with x's. */
-export function shuffledForward<T extends Tensor>(x: Tensor, rng: Rng, encode: (shuffled: Tensor) => T): T {
+export function shuffledForward<T extends Tensor>(x: Tensor, rng: Mulberry32, encode: (shuffled: Tensor) => T): T {
   const { perm, inverse } = batchShuffle(x.shape[0]!, rng);
   return tf.gather(encode(tf.gather(x, perm)), inverse) as T;
 }
