@@ -20,12 +20,11 @@ import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import { useBackend } from '../src/backend/select.js';
-import { FEATURE_DEFAULTS, KNN_DEFAULTS, LINEAR_DEFAULTS, runKnn, runLinear, type EvalFlags } from '../src/cli/eval.js';
+import { evaluate as evaluateCheckpoint, parseRunConfig, train } from '../src/app/index.js';
+import type { BackendChoice } from '../src/backend/select.js';
 import { nonNegativeInt, positiveInt } from '../src/cli/options.js';
-import { writeFileAtomic } from '../src/core/atomic_file.js';
-import { parseRunConfig } from '../src/train/config.js';
+import { writeFileAtomic } from '../src/core/files.js';
 import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
-import { train } from '../src/train/trainer.js';
 
 interface Row {
   name: string;
@@ -87,11 +86,13 @@ function sameSettings(a: Settings, b: Settings): boolean {
   return (['limit', 'epochs', 'batchSize', 'width', 'seed'] as const).every((k) => a[k] === b[k]);
 }
 
+/** The protocols' standard settings (kNN k=200, T=0.1; a 30-epoch probe), as the CLI's defaults. */
 async function evaluate(checkpoint: string, limit: number, backend: string, randomInit: boolean) {
-  const flags: EvalFlags = { ...FEATURE_DEFAULTS, checkpoint, limit, backend: backend as EvalFlags['backend'], randomInit };
-  const knn = (await runKnn({ ...flags, ...KNN_DEFAULTS }, say)).report;
-  const linear = (await runLinear({ ...flags, ...LINEAR_DEFAULTS }, say)).result;
-  return { knnTop1: knn.weighted.top1, knnTop5: knn.weighted.top5, linearTop1: linear.test.top1, linearTop5: linear.test.top5 };
+  const run = async (protocol: string) =>
+    (await evaluateCheckpoint({ checkpoint, protocol, input: { limit }, randomInit, backend: backend as BackendChoice, log: say })).report.metrics;
+  const knn = await run('knn');
+  const linear = await run('linear');
+  return { knnTop1: knn.top1!, knnTop5: knn.top5!, linearTop1: linear.top1!, linearTop5: linear.top5! };
 }
 
 async function runRow(row: Row, settings: Settings, outRoot: string, backend: string): Promise<RowResult> {

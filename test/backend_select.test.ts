@@ -9,7 +9,7 @@ const select = fileURLToPath(new URL('../src/backend/select.js', import.meta.url
 function useBackendInChild(choice: string, env: Record<string, string> = {}) {
   const script = `import(${JSON.stringify(select)}).then(async (m) => {
     const name = await m.useBackend(${JSON.stringify(choice)});
-    const tf = await import(${JSON.stringify(fileURLToPath(new URL('../src/tf.js', import.meta.url)))});
+    const tf = await import(${JSON.stringify(fileURLToPath(new URL('../src/core/tf.js', import.meta.url)))});
     console.log(JSON.stringify({ name, active: tf.getBackend() }));
   }).catch((e) => { console.error('ERROR ' + e.message); process.exit(3); });`;
   return spawnSync(process.execPath, ['--input-type=module', '-e', script], {

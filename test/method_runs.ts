@@ -3,9 +3,10 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createMethod } from '../src/methods/index.js';
+import { loadTestSet, loadTrainingSet, type DataFacts } from '../src/data/dataset_config.js';
+import type { Method } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
-import { loadTestSet, loadTrainingSet } from '../src/train/data.js';
+import { buildMethod } from '../src/train/setup.js';
 import { OnlineKnn } from '../src/train/online_knn.js';
 import { train, type TrainResult } from '../src/train/trainer.js';
 
@@ -24,6 +25,11 @@ export function tinyConfig(method: string, over: Record<string, unknown> = {}, l
     onlineKnn: { every: 0 },
     ...over,
   });
+}
+
+/** The method `config` names, built for Fashion-MNIST (grey, 10 classes) and the config's image count, as a run would build it. */
+export function fashionMethod(config: RunConfig, facts: Partial<DataFacts & { datasetSize: number }> = {}): Method {
+  return buildMethod(config, { channels: 1, numClasses: 10, datasetSize: config.dataset.limit ?? 60_000, ...facts });
 }
 
 /** Trains `config` and returns the mean loss of each epoch. */
@@ -75,7 +81,7 @@ export async function knnAgainstRandomInit(
   }, lr);
   const knn = OnlineKnn.fromConfig(config, await loadTrainingSet(config.dataset), loadTestSet(config.dataset, 1000), 10);
   if (typeof knn === 'string') throw new Error(knn);
-  const untrained = createMethod(config);
+  const untrained = fashionMethod(config);
   const random = (await knn.evaluate(untrained.backbone)).top1;
   untrained.dispose();
   const result = await train(config, { quiet: true, log: () => undefined });

@@ -8,17 +8,17 @@ import { test } from 'node:test';
 import * as tf from '../src/core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
-import { createMethod, type TensorBatch } from '../src/methods/index.js';
+import type { TensorBatch } from '../src/methods/index.js';
 import { DetCo, LocalHead, STAGES, STAGE_WEIGHTS } from '../src/methods/detco.js';
 import { parseRunConfig } from '../src/train/config.js';
 import { readCheckpoint } from '../src/io/checkpoint.js';
 import { assertClose, bufferValues, randomTensor } from './helpers.js';
-import { knnAgainstRandomInit, stepLosses, tinyConfig } from './method_runs.js';
+import { fashionMethod, knnAgainstRandomInit, stepLosses, tinyConfig } from './method_runs.js';
 
 await useBackend('native');
 
 const detco = (methodOptions: Record<string, unknown> = {}) =>
-  createMethod(parseRunConfig({ out: '/tmp/unused', method: 'detco', methodOptions: { queueLength: 8, bnSplits: 2, ...methodOptions }, model: { width: 4 } })) as DetCo;
+  fashionMethod(parseRunConfig({ out: '/tmp/unused', method: 'detco', methodOptions: { queueLength: 8, bnSplits: 2, ...methodOptions }, model: { width: 4 } })) as DetCo;
 
 const B = 4;
 function batchOf(seed: number): TensorBatch {

@@ -10,9 +10,9 @@ import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
 import { readCheckpoint } from '../src/io/checkpoint.js';
 import { train } from '../src/train/trainer.js';
-import { epochLosses, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
+import { epochLosses, fashionMethod, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 import { bufferValues } from './helpers.js';
-import { createMethod, methodNames, type TensorBatch } from '../src/methods/index.js';
+import { methodNames, type TensorBatch } from '../src/methods/index.js';
 import { InsDis } from '../src/methods/insdis.js';
 import { PIRL } from '../src/methods/pirl.js';
 
@@ -28,13 +28,13 @@ function fakeBatch(indices: number[], withJigsaw = false): TensorBatch {
 
 test('insdis and pirl are registered; the bank is sized from the dataset; bad options are errors', () => {
   assert.ok(methodNames().includes('insdis') && methodNames().includes('pirl'));
-  const method = createMethod(tinyConfig('insdis', {}, 0.05)) as InsDis;
+  const method = fashionMethod(tinyConfig('insdis', {}, 0.05)) as InsDis;
   assert.deepEqual(method.memory.bank.shape, [128, 128]);
   assert.deepEqual([method.options.temperature, method.options.negatives, method.memory.momentum], [0.2, 4096, 0.9]);
   method.dispose();
-  assert.throws(() => createMethod(tinyConfig('insdis', { methodOptions: { negative: 10 } }, 0.05)), /methodOptions for insdis.*\n.*negative/s);
-  assert.throws(() => createMethod(tinyConfig('pirl', { methodOptions: { lambda: 2 } }, 0.05)), /methodOptions for pirl.*\n\s+lambda/s);
-  assert.throws(() => createMethod(tinyConfig('pirl', { dataset: { name: 'folder:/nowhere' } }, 0.05)), /set bankSize/);
+  assert.throws(() => fashionMethod(tinyConfig('insdis', { methodOptions: { negative: 10 } }, 0.05)), /methodOptions for insdis.*\n.*negative/s);
+  assert.throws(() => fashionMethod(tinyConfig('pirl', { methodOptions: { lambda: 2 } }, 0.05)), /methodOptions for pirl.*\n\s+lambda/s);
+  assert.throws(() => fashionMethod(tinyConfig('pirl', { dataset: { name: 'folder:/nowhere' } }, 0.05)), /set bankSize/);
 });
 
 test('the embeddings are BN-centred by default, so the untrained network does not map every image to one direction', () => {
@@ -44,8 +44,8 @@ test('the embeddings are BN-centred by default, so the untrained network does no
   const batch = fakeBatch(Array.from({ length: 64 }, (_, i) => i), true);
   const meanCosine = (e: tf.Tensor) => (tf.sum(tf.matMul(e, e, false, true)).dataSync()[0]! - 64) / (64 * 63);
   for (const headBatchNorm of [true, false]) {
-    const insdis = createMethod(tinyConfig('insdis', { methodOptions: { headBatchNorm } }, 0.05)) as InsDis;
-    const pirl = createMethod(tinyConfig('pirl', { methodOptions: { headBatchNorm } }, 0.05)) as PIRL;
+    const insdis = fashionMethod(tinyConfig('insdis', { methodOptions: { headBatchNorm } }, 0.05)) as InsDis;
+    const pirl = fashionMethod(tinyConfig('pirl', { methodOptions: { headBatchNorm } }, 0.05)) as PIRL;
     const embeddings = [() => insdis.embed(batch.views.view!), () => pirl.imageEmbedding(batch.views.view!), () => pirl.jigsawEmbedding(batch.views.jigsaw!)];
     const cosines = embeddings.map((embed) => tf.tidy(() => meanCosine(embed())));
     for (const c of cosines) assert.ok(headBatchNorm ? Math.abs(c) < 0.1 : c > 0.5, `headBatchNorm ${headBatchNorm}: mean pairwise cosine ${cosines}`);
@@ -56,7 +56,7 @@ test('the embeddings are BN-centred by default, so the untrained network does no
 });
 
 test('InsDis: the bank is a buffer; only the batch rows change, after the step, to unit vectors', () => {
-  const method = createMethod(tinyConfig('insdis', { methodOptions: { negatives: 16 } }, 0.05)) as InsDis;
+  const method = fashionMethod(tinyConfig('insdis', { methodOptions: { negatives: 16 } }, 0.05)) as InsDis;
   assert.ok(!method.parameters().includes(method.memory.bank));
   assert.ok('memory.bank' in method.stateDict());
   const before = method.memory.bank.arraySync() as number[][];
@@ -76,8 +76,8 @@ test('InsDis: the bank is a buffer; only the batch rows change, after the step, 
 });
 
 test('warm-up: the bank rows of a batch become its embeddings, exactly; other rows keep their random start', () => {
-  const insdis = createMethod(tinyConfig('insdis', { methodOptions: { negatives: 16 } }, 0.05)) as InsDis;
-  const pirl = createMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05)) as PIRL;
+  const insdis = fashionMethod(tinyConfig('insdis', { methodOptions: { negatives: 16 } }, 0.05)) as InsDis;
+  const pirl = fashionMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05)) as PIRL;
   for (const [method, embed] of [
     [insdis, (b: TensorBatch) => insdis.embed(b.views.view!)],
     [pirl, (b: TensorBatch) => pirl.imageEmbedding(b.views.view!)],
@@ -104,7 +104,7 @@ test('warm-up runs once before the first step of a fresh run, over the whole set
   // Every image was embedded: no row is still its random start, which a fresh
   // method of the same seed holds.
   const bank = readCheckpoint(first.checkpoint).model['memory.bank']!.data as Float32Array;
-  const fresh = createMethod(config) as InsDis;
+  const fresh = fashionMethod(config) as InsDis;
   const start = fresh.memory.bank.dataSync();
   fresh.dispose();
   for (let row = 0; row < 128; row++) {
@@ -131,7 +131,7 @@ test('warm-up runs once before the first step of a fresh run, over the whole set
 });
 
 test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector; two loss terms', () => {
-  const method = createMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05)) as PIRL;
+  const method = fashionMethod(tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05)) as PIRL;
   assert.deepEqual(method.stateDict()['jigsawHead.fc0.weight']!.shape, [9 * 128, 128]);
   const batch = fakeBatch([0, 1, 2], true);
   const g = method.jigsawEmbedding(batch.views.jigsaw!);
@@ -148,7 +148,7 @@ test('PIRL: the jigsaw branch maps 9 patches per image to one 128-d unit vector;
 
 test('PIRL: only the image branch feeds the running BN statistics (evaluation sees whole images, not 16 px patches)', () => {
   const config = tinyConfig('pirl', { methodOptions: { negatives: 16 } }, 0.05);
-  const [both, imageOnly] = [createMethod(config) as PIRL, createMethod(config) as PIRL];
+  const [both, imageOnly] = [fashionMethod(config) as PIRL, fashionMethod(config) as PIRL];
   const batch = fakeBatch([0, 1, 2], true);
   const runningStats = (m: PIRL) => bufferValues(m.backbone);
   const initial = runningStats(both);

@@ -8,12 +8,12 @@ import * as tf from '../src/core/tf.js';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { useBackend } from '../src/backend/select.js';
 import { infoNCE } from '../src/losses/info_nce.js';
-import { createMethod, type TensorBatch } from '../src/methods/index.js';
+import type { TensorBatch } from '../src/methods/index.js';
 import { MoCo } from '../src/methods/moco.js';
 import { parseRunConfig } from '../src/train/config.js';
 import { readCheckpoint } from '../src/io/checkpoint.js';
 import { assertClose, randomTensor } from './helpers.js';
-import { knnAgainstRandomInit, stepLosses, tinyConfig } from './method_runs.js';
+import { fashionMethod, knnAgainstRandomInit, stepLosses, tinyConfig } from './method_runs.js';
 
 await useBackend('native');
 
@@ -30,8 +30,8 @@ function batchOf(n: number, seed: number): TensorBatch {
 }
 
 test('mocov1 and mocov2: heads, temperatures, views and validated options', () => {
-  const v1 = createMethod(config({ queueLength: 64 }, 'mocov1')) as MoCo;
-  const v2 = createMethod(config({ queueLength: 64 })) as MoCo;
+  const v1 = fashionMethod(config({ queueLength: 64 }, 'mocov1')) as MoCo;
+  const v2 = fashionMethod(config({ queueLength: 64 })) as MoCo;
   assert.equal(v1.name, 'mocov1');
   assert.deepEqual(v1.head.dims, [32, 128], 'v1: linear 128-d');
   assert.deepEqual(v2.head.dims, [32, 32, 128], 'v2: MLP');
@@ -43,14 +43,14 @@ test('mocov1 and mocov2: heads, temperatures, views and validated options', () =
   assert.equal(v2.parameters().length, v2.backbone.parameters().length + v2.head.parameters().length);
   const state = Object.keys(v2.stateDict());
   for (const key of ['momentumBackbone.conv1.weight', 'momentumHead.fc1.weight', 'keyQueue.keys', 'keyQueue.pointer']) assert.ok(state.includes(key), key);
-  assert.throws(() => createMethod(config({ queueSize: 10 })), /methodOptions.*unrecognized key.*queueSize|queueSize/is);
-  assert.throws(() => createMethod(config({ temperature: -1 })), /methodOptions\.temperature/);
+  assert.throws(() => fashionMethod(config({ queueSize: 10 })), /methodOptions.*unrecognized key.*queueSize|queueSize/is);
+  assert.throws(() => fashionMethod(config({ temperature: -1 })), /methodOptions\.temperature/);
   v1.dispose();
   v2.dispose();
 });
 
 test('MoCo loss is infoNCE of the query against the momentum key and the queue; afterStep moves the twin and fills the queue', () => {
-  const moco = createMethod(config({ queueLength: 16, bnSplits: 2, momentum: 0.5 })) as MoCo;
+  const moco = fashionMethod(config({ queueLength: 16, bnSplits: 2, momentum: 0.5 })) as MoCo;
   const batch = batchOf(4, 1);
   const ctx = { step: 0, epoch: 0, totalSteps: 1 };
   const loss = tf.tidy(() => moco.loss(batch, ctx).loss.dataSync()[0]!);

@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
-import { epochLosses, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
+import { epochLosses, fashionMethod, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 import { BYOL } from '../src/methods/byol.js';
-import { createMethod, methodNames } from '../src/methods/index.js';
+import { methodNames } from '../src/methods/index.js';
 import { SimCLR } from '../src/methods/simclr.js';
-import { emaMomentum } from '../src/train/schedules.js';
+import { emaMomentum } from '../src/methods/parts/ema.js';
 import { assertClose } from './helpers.js';
 
 await useBackend('native');
@@ -18,12 +18,12 @@ await useBackend('native');
 
 test('simclr and byol are registered; unknown or bad methodOptions are errors naming the method and key', () => {
   assert.ok(methodNames().includes('simclr') && methodNames().includes('byol'));
-  assert.throws(() => createMethod(tinyConfig('simclr', { methodOptions: { temprature: 0.5 } })), /methodOptions for simclr.*\n.*temprature/s);
-  assert.throws(() => createMethod(tinyConfig('byol', { methodOptions: { momentumBase: 2 } })), /methodOptions for byol.*\n\s+momentumBase/s);
+  assert.throws(() => fashionMethod(tinyConfig('simclr', { methodOptions: { temprature: 0.5 } })), /methodOptions for simclr.*\n.*temprature/s);
+  assert.throws(() => fashionMethod(tinyConfig('byol', { methodOptions: { momentumBase: 2 } })), /methodOptions for byol.*\n\s+momentumBase/s);
 });
 
 test('SimCLR: an MLP head with BN on the backbone; its loss is NT-Xent of the two views', () => {
-  const method = createMethod(tinyConfig('simclr')) as SimCLR;
+  const method = fashionMethod(tinyConfig('simclr')) as SimCLR;
   assert.equal(method.options.temperature, 0.5);
   const names = method.namedParameters().map(([n]) => n);
   assert.ok(names.includes('projector.fc0.weight') && names.includes('projector.bn0.weight') && names.includes('projector.fc1.weight'), names.join());
@@ -37,7 +37,7 @@ test('SimCLR: an MLP head with BN on the backbone; its loss is NT-Xent of the tw
 });
 
 test('BYOL: the target is an untrained copy; afterStep moves it by the cosine tau schedule', () => {
-  const method = createMethod(tinyConfig('byol')) as BYOL;
+  const method = fashionMethod(tinyConfig('byol')) as BYOL;
   const params = new Set(method.parameters());
   const state = method.stateDict();
   const online = state['projector.fc1.weight']!;

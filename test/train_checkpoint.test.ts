@@ -8,12 +8,11 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as tf from '../src/core/tf.js';
-import { createMethod } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
+import { assertCompatible } from '../src/train/setup.js';
+import { loadBackbone, restoreBackbone } from '../src/io/backbone.js';
 import {
-  assertCompatible,
   readCheckpoint,
-  restoreBackbone,
   restoreMethod,
   restoreOptimizer,
   saveCheckpoint,
@@ -21,6 +20,7 @@ import {
 } from '../src/io/checkpoint.js';
 import { SGD, namedParameters } from '../src/train/optimizers.js';
 import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js';
+import { fashionMethod } from './method_runs.js';
 
 await tf.setBackend('cpu');
 
@@ -75,7 +75,7 @@ test('safetensors reader reads a file written to the spec by someone else (no pa
 test('checkpoint round trip restores model, buffers and optimizer state', () => {
   const dir = mkdtempSync(join(tmpdir(), 'selfsup-ckpt-'));
   const config = tinyConfig(dir);
-  const a = createMethod(config);
+  const a = fashionMethod(config);
   const optA = new SGD(namedParameters(a), { momentum: 0.9 });
   // One step so the momentum buffers and BN running statistics are not at their initial values.
   const vars = a.parameters();
@@ -90,7 +90,7 @@ test('checkpoint round trip restores model, buffers and optimizer state', () => 
   assert.deepEqual(ckpt.state.position, { step: 3, epoch: 0, batch: 3 });
   assert.deepEqual(ckpt.state.config, config);
   assert.equal(ckpt.state.epoch.batches, 3);
-  const b = createMethod({ ...config, seed: 5 });
+  const b = fashionMethod({ ...config, seed: 5 });
   const optB = new SGD(namedParameters(b), { momentum: 0.9 });
   restoreMethod(ckpt, b);
   restoreOptimizer(ckpt, optB);
@@ -108,7 +108,7 @@ test('checkpoint round trip restores model, buffers and optimizer state', () => 
 test('corrupt, truncated and mismatched checkpoints get errors naming the file and the problem', () => {
   const dir = mkdtempSync(join(tmpdir(), 'selfsup-ckpt-'));
   const config = tinyConfig(dir);
-  const method = createMethod(config);
+  const method = fashionMethod(config);
   const path = join(dir, 'last.safetensors');
   saveCheckpoint(path, method, null, state(config));
   const good = readFileSync(path);
@@ -140,24 +140,36 @@ test('corrupt, truncated and mismatched checkpoints get errors naming the file a
     () => assertCompatible(ckpt, { ...config, model: { ...config.model, width: 4 } }),
     /holds a resnet18 width 2 cifar stem, this run builds a resnet18 width 4 cifar stem/,
   );
-  const fewerClasses = createMethod(config, { channels: 1, numClasses: 5, recipe: { size: 32 } });
+  const fewerClasses = fashionMethod(config, { numClasses: 5 });
   assert.throws(
     () => restoreMethod(ckpt, fewerClasses),
     (e: Error) => e.message.includes(path) && /classifier.weight has shape \[16,10\], the supervised model expects \[16,5\]/.test(e.message),
   );
   // Evaluation restores the backbone alone: the head may differ, the backbone may not.
-  restoreBackbone(ckpt, fewerClasses);
+  restoreBackbone(ckpt, fewerClasses.backbone);
   const saved = method.backbone.stateDict();
   for (const [name, t] of Object.entries(fewerClasses.backbone.stateDict())) assert.deepEqual(t.dataSync(), saved[name]!.dataSync(), name);
-  const wider = createMethod({ ...config, model: { ...config.model, width: 4 } });
+  const wider = fashionMethod({ ...config, model: { ...config.model, width: 4 } });
   assert.throws(
-    () => restoreBackbone(ckpt, wider),
+    () => restoreBackbone(ckpt, wider.backbone),
     (e: Error) => e.message.includes(path) && /backbone.conv1.weight has shape \[3,3,1,2\], the supervised backbone expects \[3,3,1,4\]/.test(e.message),
   );
   const noBackbone = readCheckpoint(path);
   for (const k of Object.keys(noBackbone.model)) if (k.startsWith('backbone.layer1')) delete noBackbone.model[k];
-  assert.throws(() => restoreBackbone(noBackbone, fewerClasses), /does not match the supervised backbone: missing backbone.layer1/);
-  for (const m of [method, fewerClasses, wider]) m.dispose();
+  assert.throws(() => restoreBackbone(noBackbone, fewerClasses.backbone), /does not match the supervised backbone: missing backbone.layer1/);
+  // loadBackbone: the backbone alone, from the file or the run folder, in eval mode; or the architecture untrained.
+  const loaded = loadBackbone(dir);
+  assert.equal(loaded.checkpoint.path, path);
+  assert.match(loaded.checkpoint.sha256!, /^[0-9a-f]{64}$/);
+  assert.equal(loaded.backbone.training, false);
+  for (const [name, t] of Object.entries(loaded.backbone.stateDict())) assert.deepEqual(t.dataSync(), saved[`${name}`]!.dataSync(), name);
+  const untrained = loadBackbone(path, { randomInit: true });
+  assert.equal(untrained.checkpoint.sha256, null);
+  const fresh = fashionMethod(config);
+  const init = fresh.backbone.stateDict();
+  for (const [name, t] of Object.entries(untrained.backbone.stateDict())) assert.deepEqual(t.dataSync(), init[name]!.dataSync(), name);
+  assert.throws(() => loadBackbone(join(dir, 'nope')), /--checkpoint: .*nope does not exist/);
+  for (const m of [method, fewerClasses, wider, loaded.backbone, untrained.backbone, fresh]) m.dispose();
 });
 
 /**
@@ -172,13 +184,13 @@ function crashingWriter(path: string) {
   const script = `
     import fs from 'node:fs';
     import { syncBuiltinESMExports } from 'node:module';
-    import * as tf from ${src('tf.js')};
-    import { createMethod } from ${src('methods/index.js')};
+    import * as tf from ${src('core/tf.js')};
     import { parseRunConfig } from ${src('train/config.js')};
-    import { saveCheckpoint } from ${src('train/checkpoint.js')};
+    import { buildMethod } from ${src('train/setup.js')};
+    import { saveCheckpoint } from ${src('io/checkpoint.js')};
     await tf.setBackend('cpu');
     const config = parseRunConfig({ out: ${JSON.stringify(path)}, model: { width: 8 } });
-    const method = createMethod(config);
+    const method = buildMethod(config, { channels: 1, numClasses: 10, datasetSize: 64 });
     const state = { config, data: {}, metrics: [], epoch: { sums: {}, batches: 0, images: 0, seconds: 0 }, elapsed: 0 };
     saveCheckpoint(${JSON.stringify(path)}, method, null, { ...state, position: { step: 1, epoch: 0, batch: 1 } });
     const writeSync = fs.writeSync;
@@ -211,7 +223,7 @@ test('a writer killed mid-write leaves the previous checkpoint loadable', async 
   assert.throws(() => readCheckpoint(join(dir, leftovers[0]!)), /truncated/);
   // The next save clears what the dead writer left.
   const config = tinyConfig(dir);
-  saveCheckpoint(path, createMethod(config), null, state(config));
+  saveCheckpoint(path, fashionMethod(config), null, state(config));
   assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
   assert.equal(readCheckpoint(path).state.position.step, 3);
 });

@@ -11,14 +11,15 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { estimateBatchNormStatistics } from '../src/eval/features.js';
-import { createMethod, registerMethod, Supervised, type Method, type StepContext, type TensorBatch } from '../src/methods/index.js';
+import { Supervised, type Method, type MethodContext, type StepContext, type TensorBatch } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
 import { readCheckpoint, restoreMethod } from '../src/io/checkpoint.js';
-import { loadTestSet, loadTrainingSet } from '../src/train/data.js';
+import { loadTestSet, loadTrainingSet } from '../src/data/dataset_config.js';
 import { MetricsLog, type EpochMetrics, type StepMetrics } from '../src/train/metrics.js';
 import { OnlineKnn } from '../src/train/online_knn.js';
 import { NonFiniteLossError, train } from '../src/train/trainer.js';
 import { bufferValues } from './helpers.js';
+import { fashionMethod } from './method_runs.js';
 
 await useBackend('native');
 
@@ -96,7 +97,7 @@ test('preciseBn: the last epoch leaves BN statistics re-estimated on whole train
   const reestimatedChange = async (images: number) => {
     const config = tinyConfig(fresh(`precise-${images}`), { onlineKnn: { every: 0 }, preciseBn: { images } });
     const result = await train(config, { quiet: true, log: () => undefined });
-    const method = createMethod(config);
+    const method = fashionMethod(config);
     try {
       restoreMethod(readCheckpoint(result.checkpoint), method);
       const saved = bufferValues(method.backbone).flat();
@@ -113,19 +114,20 @@ test('preciseBn: the last epoch leaves BN statistics re-estimated on whole train
 });
 
 test('a NaN loss stops training, names the step and keeps the last good checkpoint', async () => {
-  registerMethod('supervised-nan-at-5', (config, data) => {
-    const method: Method = Supervised.fromConfig(config, data);
+  // The faulty method is handed to the trainer directly: a supervised model whose loss turns NaN at step 5.
+  const nanAtStep5 = (ctx: MethodContext): Method => {
+    const method: Method = new Supervised(ctx);
     const loss = method.loss.bind(method);
-    method.loss = (batch: TensorBatch, ctx: StepContext) => {
-      const out = loss(batch, ctx);
-      return ctx.step === 5 ? { loss: tf.mul(out.loss, NaN), terms: {} } : out;
+    method.loss = (batch: TensorBatch, step: StepContext) => {
+      const out = loss(batch, step);
+      return step.step === 5 ? { loss: tf.mul(out.loss, NaN), terms: {} } : out;
     };
     return method;
-  });
+  };
   const out = fresh('nan');
-  const config = tinyConfig(out, { method: 'supervised-nan-at-5', checkpoint: { everySteps: 2 }, onlineKnn: { every: 0 } });
+  const config = tinyConfig(out, { checkpoint: { everySteps: 2 }, onlineKnn: { every: 0 } });
   const messages: string[] = [];
-  await assert.rejects(train(config, { quiet: true, log: (m) => messages.push(m) }), (e: Error) => {
+  await assert.rejects(train(config, { quiet: true, log: (m) => messages.push(m), method: nanAtStep5 }), (e: Error) => {
     assert.ok(e instanceof NonFiniteLossError);
     assert.equal(e.step, 5);
     assert.match(e.message, /loss is NaN at step 5 \(epoch 2, batch 1\)/);
@@ -162,7 +164,7 @@ test('a tiny supervised run on Fashion-MNIST: the loss falls and kNN beats rando
 
   const trainSet = await loadTrainingSet(config.dataset);
   const knn = OnlineKnn.fromConfig(config, trainSet, loadTestSet(config.dataset, 1000), 10) as OnlineKnn;
-  const random = createMethod(config);
+  const random = fashionMethod(config);
   const baseline = (await knn.evaluate(random.backbone)).top1;
   random.dispose();
   console.log(`# supervised tiny run: ${result.steps} steps in ${seconds.toFixed(1)} s; kNN top-1 ${trained}% vs ${baseline}% at random init`);

@@ -22,7 +22,7 @@ import * as tf from '../core/tf.js';
 import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { BACKEND_NAMES, useBackend, type BackendName } from '../backend/select.js';
 import { ConvNet, ResNet, normal } from '../nn/index.js';
-import { writeFileAtomic } from '../core/atomic_file.js';
+import { writeFileAtomic } from '../core/files.js';
 import { SGD, namedParameters } from '../train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../data/index.js';
 

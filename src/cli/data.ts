@@ -9,13 +9,13 @@ import { DATA_PACKAGES, missingPackages, type DataPackage } from '../data/packag
 import type { PipelineSpec } from '../data/pipeline.js';
 import {
   detcoPipeline,
-  FASHION_MNIST_STATS,
   multiCropPipeline,
   pirlPipeline,
   relativeLocationPipeline,
   rotationPipeline,
   twoViewPipeline,
 } from '../data/recipes.js';
+import { defaultNormalization } from '../data/dataset_config.js';
 import { writeScenes } from '../data/scenes.js';
 import type { BackgroundMode } from '../data/backgrounds.js';
 import { measureLoaderThroughput } from '../data/throughput.js';
@@ -149,7 +149,7 @@ export function registerDataCommand(program: Command): void {
       const make = PIPELINES[o.pipeline];
       if (!make) throw new Error(`--pipeline must be one of ${Object.keys(PIPELINES).join(', ')}, got '${o.pipeline}'`);
       const dataset = await loadDataset(o.dataset, o.data, o.size, o.limit);
-      const pipeline = make(o.size, dataset.channels === 1 ? FASHION_MNIST_STATS : null);
+      const pipeline = make(o.size, defaultNormalization(dataset.channels));
       for (const workers of String(o.workers).split(',').map(int('workers'))) {
         const r = await measureLoaderThroughput({ dataset, pipeline, batchSize: o.batchSize, workers, batches: o.batches });
         process.stdout.write(

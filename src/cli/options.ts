@@ -1,7 +1,8 @@
 // Flag-value parsers for commander. A bad value is an InvalidArgumentError,
 // which commander reports with the flag's name: "option '--epochs <n>'
 // argument 'x' is invalid. expected a positive integer".
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { z } from 'zod';
 
 export function positiveInt(value: string): number {
   const n = Number(value);
@@ -27,3 +28,62 @@ export function nonNegativeNumber(value: string): number {
   return n;
 }
 
+
+/** commander's camelCase attribute for a flag name (`batch-size` -> `batchSize`). */
+export function flagAttribute(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** The `--kebab-case` flag of a camelCase option key. */
+export function optionFlag(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** The type inside ZodDefault / ZodOptional wrappers, and the default, if any. */
+function unwrap(field: z.ZodTypeAny): { inner: z.ZodTypeAny; fallback: unknown } {
+  let inner = field;
+  let fallback: unknown;
+  for (;;) {
+    if (inner instanceof z.ZodDefault) {
+      fallback = inner._def.defaultValue();
+      inner = inner._def.innerType;
+    } else if (inner instanceof z.ZodOptional) inner = inner._def.innerType;
+    else return { inner, fallback };
+  }
+}
+
+/**
+ * One flag per key of a zod object schema: numbers and strings take a value,
+ * checked against the key's schema when parsed (a bad value names the flag);
+ * enums list their choices; a boolean that defaults to true becomes `--no-x`.
+ * Absent flags stay undefined, so the schema's defaults apply.
+ */
+export function addSchemaOptions(cmd: Command, schema: z.AnyZodObject): Command {
+  for (const [key, field] of Object.entries(schema.shape as Record<string, z.ZodTypeAny>)) {
+    const flag = optionFlag(key);
+    const { inner, fallback } = unwrap(field);
+    const help = `${field.description ?? key}${fallback !== undefined && !(inner instanceof z.ZodBoolean) ? ` (default: ${String(fallback)})` : ''}`;
+    if (inner instanceof z.ZodBoolean) {
+      cmd.addOption(new Option(fallback === true ? `--no-${flag}` : `--${flag}`, field.description ?? key));
+      continue;
+    }
+    const option = new Option(`--${flag} <${inner instanceof z.ZodNumber ? 'n' : 'value'}>`, help);
+    if (inner instanceof z.ZodEnum) option.choices(inner.options as string[]);
+    else {
+      option.argParser((value: string) => {
+        const parsed = field.safeParse(inner instanceof z.ZodNumber ? (value.trim() === '' ? Number.NaN : Number(value)) : value);
+        if (!parsed.success) throw new InvalidArgumentError(parsed.error.issues.map((i) => i.message).join('; '));
+        return parsed.data as unknown;
+      });
+    }
+    cmd.addOption(option);
+  }
+  return cmd;
+}
+
+/** The given values of `schema`'s keys among commander's parsed options. */
+export function schemaValues(opts: Record<string, unknown>, schema: z.AnyZodObject): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(schema.shape as object)) if (opts[key] !== undefined) out[key] = opts[key];
+  return out;
+}

@@ -6,14 +6,24 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { LAST_CHECKPOINT, readCheckpoint } from '../io/checkpoint.js';
-import { METHOD_LEARNING_RATES, type RunConfig } from '../train/config.js';
+import { methodNames, methodSpec } from '../methods/registry.js';
+import { ARCHS, STEMS } from '../nn/backbone.js';
+import { BACKENDS, type RunConfig } from '../train/config.js';
 import type { TrainOptions, TrainResult } from '../train/trainer.js';
 import { CONFIG_FLAGS, readConfigFile, resolveRunConfig, type ConfigFlag } from './config_loader.js';
-import { nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
+import { flagAttribute, nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
 
 /** The trainer, loaded when a run starts, so `--help` and flag errors stay fast. */
 async function loadTrain(): Promise<(config: RunConfig, opts?: TrainOptions) => Promise<TrainResult>> {
-  return (await import('../train/trainer.js')).train;
+  return (await import('../app/index.js')).train;
+}
+
+/** The methods whose recipe sets its own SGD learning rate, for --help. */
+function recipeRates(): string {
+  return methodNames()
+    .filter((m) => methodSpec(m).recipe?.lr !== undefined)
+    .map((m) => `${m} ${methodSpec(m).recipe!.lr}`)
+    .join(', ');
 }
 
 interface PretrainFlags extends Partial<Record<string, unknown>> {
@@ -26,16 +36,11 @@ interface PretrainFlags extends Partial<Record<string, unknown>> {
 /** The schema's defaults, shown in --help. */
 const DEFAULTS = resolveRunConfig({ flags: { out: 'runs/NAME' } });
 
-/** commander's camelCase attribute for a flag name. */
-function attribute(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-}
-
 /** The config flags that were given, by flag name. */
 function givenFlags(opts: PretrainFlags): Partial<Record<ConfigFlag, unknown>> {
   const out: Partial<Record<ConfigFlag, unknown>> = {};
   for (const flag of Object.keys(CONFIG_FLAGS) as ConfigFlag[]) {
-    const v = opts[attribute(flag)];
+    const v = opts[flagAttribute(flag)];
     if (v !== undefined) out[flag] = v;
   }
   return out;
@@ -60,22 +65,22 @@ export function registerPretrainCommand(program: Command): void {
   program
     .command('pretrain')
     .description('Train a representation (self-supervised, or the supervised baseline) and write checkpoints to --out')
-    .option('--method <name>', `method (default: ${d.method})`)
+    .option('--method <name>', `method: ${methodNames().join(', ')} (default: ${d.method})`)
     .option('--dataset <name>', `fashion-mnist | folder:PATH (default: ${d.dataset.name})`)
     .option('--data <dir>', 'folder holding the Fashion-MNIST IDX files (default: Debian dataset-fashion-mnist)')
     .option('--limit <n>', 'use only the first N training images (quick tries)', positiveInt)
     .option('--size <px>', `working resolution (default: ${d.dataset.size})`, positiveInt)
-    .addOption(new Option('--arch <name>', `backbone (default: ${d.model.arch})`).choices(['resnet18', 'resnet34', 'resnet50']))
+    .addOption(new Option('--arch <name>', `backbone (default: ${d.model.arch})`).choices([...ARCHS]))
     .option('--width <n>', `channels of the stem and res2; 64 = torchvision (default: ${d.model.width})`, positiveInt)
-    .addOption(new Option('--stem <kind>', `backbone stem (default: ${d.model.stem})`).choices(['cifar', 'imagenet']))
+    .addOption(new Option('--stem <kind>', `backbone stem (default: ${d.model.stem})`).choices([...STEMS]))
     .option('--epochs <n>', `epochs (default: ${d.epochs})`, positiveInt)
     .option('--batch-size <n>', `images per step (default: ${d.batchSize})`, positiveInt)
     .addOption(new Option('--optimizer <name>', `optimizer (default: ${d.optimizer.name})`).choices(['sgd', 'lars', 'adamw']))
-    .option('--lr <x>', `peak learning rate (default: ${d.optimizer.lr}; with SGD, ${Object.entries(METHOD_LEARNING_RATES).map(([m, lr]) => `${m} ${lr}`).join(', ')})`, positiveNumber)
+    .option('--lr <x>', `peak learning rate (default: ${d.optimizer.lr}; with SGD, ${recipeRates()})`, positiveNumber)
     .option('--weight-decay <x>', `weight decay (default: ${d.optimizer.weightDecay})`, nonNegativeNumber)
     .option('--seed <n>', `random seed (default: ${d.seed})`, nonNegativeInt)
     .option('--workers <n>', `loader worker threads, 0 = none (default: ${d.workers})`, nonNegativeInt)
-    .addOption(new Option('--backend <name>', `tfjs backend (default: ${d.backend}: the fastest that loads)`).choices(['auto', 'native', 'wasm', 'webgpu', 'cpu']))
+    .addOption(new Option('--backend <name>', `tfjs backend (default: ${d.backend}: the fastest that loads)`).choices([...BACKENDS]))
     .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl (required, here or in --config)')
     .option('--config <file>', 'YAML run file (keys as in src/train/config.ts); flags given override it')
     .option('--resume', 'continue the run in --out from its last checkpoint, with its stored config')

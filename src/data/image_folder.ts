@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { extname, join, relative, sep } from 'node:path';
-import { writeFileAtomic } from '../core/atomic_file.js';
+import { writeFileAtomic } from '../core/files.js';
 import { decodeResized, type Fit } from './decode.js';
 import type { ImageSet } from './image_set.js';
 import { mapLimited } from './map_limited.js';

@@ -9,7 +9,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { writeFileAtomic } from '../core/atomic_file.js';
+import { writeFileAtomic } from '../core/files.js';
 import { BackgroundSource, listBackgroundFiles, type BackgroundMode } from './backgrounds.js';
 import { encodeRle, maskBox, type CocoAnnotation, type CocoCategory, type CocoDataset, type CocoImage } from './coco.js';
 import { mapLimited } from './map_limited.js';

@@ -3,10 +3,9 @@
 // file per (checkpoint checksum, stage, split, preprocessing), under the run
 // folder, written atomically; the key is stored inside the file and checked
 // on load, so a stale or damaged file is recomputed, never trusted.
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../core/atomic_file.js';
+import { textSha256, writeFileAtomic } from '../core/files.js';
 import type { Features } from './features.js';
 
 const MAGIC = 'SSFEAT01';
@@ -26,11 +25,6 @@ export interface FeatureCacheKey {
   std: number[] | null;
 }
 
-/** sha256 of a file's bytes, hex. */
-export function fileChecksum(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
-}
-
 function keyText(key: FeatureCacheKey): string {
   const { checkpoint, stage, split, count, size, fit, mean, std } = key;
   return JSON.stringify({ checkpoint, stage, split, count, size, fit, mean, std });
@@ -38,7 +32,7 @@ function keyText(key: FeatureCacheKey): string {
 
 /** Where the features for `key` live under `dir`. */
 export function featureCachePath(dir: string, key: FeatureCacheKey): string {
-  const hash = createHash('sha256').update(keyText(key)).digest('hex').slice(0, 16);
+  const hash = textSha256(keyText(key)).slice(0, 16);
   const split = key.split.replace(/[^A-Za-z0-9_-]+/g, '_');
   return join(dir, `${split}-${key.stage}-${hash}.features`);
 }

@@ -7,7 +7,7 @@
 import * as tf from '../core/tf.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { imageBytes, selectImages, type ImageSet } from '../data/image_set.js';
-import { FASHION_MNIST_STATS } from '../data/recipes.js';
+import { defaultNormalization } from '../data/dataset_config.js';
 import { normalize, resizedCrop } from '../data/transforms.js';
 import { estimateRunningStats } from '../nn/index.js';
 import { noGrad } from '../nn/module.js';
@@ -40,14 +40,6 @@ export interface Features {
   /** count x dim floats, row-major. */
   features: Float32Array;
   dim: number;
-}
-
-/**
- * The statistics the training recipes normalise with: Fashion-MNIST's for grey
- * images (docs/data.md), none for colour sets, whose statistics we do not know.
- */
-export function defaultNormalization(channels: number): { mean: number[]; std: number[] } | null {
-  return channels === 1 ? FASHION_MNIST_STATS : null;
 }
 
 /** Writes images [start, start + n) of `set` as an n x size x size x C float batch into `out`. */

@@ -15,17 +15,38 @@ import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as tf from '../core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { writeFileAtomic } from '../core/atomic_file.js';
-import type { Method } from '../methods/method.js';
+import { z } from 'zod';
+import { writeFileAtomic } from '../core/files.js';
+import { parseOrThrow } from '../core/schema.js';
+import { DatasetConfig } from '../data/dataset_config.js';
+import { archLabel, BackboneConfig } from '../nn/backbone.js';
 import type { Module, StateDict } from '../nn/module.js';
-import { RunConfig, parseRunConfig } from '../train/config.js';
-import type { EpochMetrics } from '../train/metrics.js';
-import type { Optimizer } from '../train/optimizers.js';
 import { decodeSafetensors, dtypeOf, encodeSafetensors, type RawTensor, type SafeArray } from './safetensors.js';
 
 export const CHECKPOINT_FORMAT = 'selfsup-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 export const LAST_CHECKPOINT = 'last.safetensors';
+
+/**
+ * What this layer reads of a run's config: enough to rebuild and evaluate the
+ * backbone. The trainer's RunConfig holds these keys and more, and parses the
+ * whole of it when it resumes.
+ */
+export const CheckpointConfig = z
+  .object({
+    method: z.string().min(1),
+    seed: z.number().int().min(0).default(0),
+    model: BackboneConfig.default({}),
+    dataset: DatasetConfig.default({}),
+  })
+  .passthrough();
+export type CheckpointConfig = z.infer<typeof CheckpointConfig>;
+
+/** Optimizer slots: what a checkpoint stores of the optimizer (train/optimizers.ts's Optimizer). */
+export interface OptimizerState {
+  state(): StateDict;
+  loadState(tensors: StateDict): void;
+}
 
 /** Where the run is: the next step to take is batch `batch` of epoch `epoch`. */
 export interface TrainPosition {
@@ -50,11 +71,12 @@ export interface DataInfo {
   numClasses: number;
 }
 
-export interface CheckpointState {
-  config: RunConfig;
+/** `M`: the trainer's epoch summaries (train/metrics.ts), opaque here. */
+export interface CheckpointState<C extends CheckpointConfig = CheckpointConfig, M = unknown> {
+  config: C;
   position: TrainPosition;
   data: DataInfo & { seed: number; datasetCount: number; batchSize: number; stepsPerEpoch: number };
-  metrics: EpochMetrics[];
+  metrics: M[];
   epoch: EpochAccumulator;
   /** Seconds of training so far. */
   elapsed: number;
@@ -73,11 +95,6 @@ export function epochCheckpointName(epoch: number): string {
   return `epoch-${String(epoch).padStart(4, '0')}.safetensors`;
 }
 
-function archOf(config: RunConfig): string {
-  const m = config.model;
-  return `${m.arch} width ${m.width} ${m.stem} stem`;
-}
-
 function rawOf(t: Tensor): RawTensor {
   const data = t.dataSync() as SafeArray;
   return { dtype: dtypeOf(data), shape: [...t.shape], data };
@@ -87,9 +104,9 @@ function rawOf(t: Tensor): RawTensor {
  * Encodes a checkpoint. Tensors are read synchronously, so the caller must not
  * step the model until this returns.
  */
-export function encodeCheckpoint(method: Method, optimizer: Optimizer | null, state: CheckpointState): Uint8Array[] {
+export function encodeCheckpoint(model: Module, optimizer: OptimizerState | null, state: CheckpointState): Uint8Array[] {
   const tensors: Record<string, RawTensor> = {};
-  for (const [name, t] of Object.entries(method.stateDict())) tensors[`model.${name}`] = rawOf(t);
+  for (const [name, t] of Object.entries(model.stateDict())) tensors[`model.${name}`] = rawOf(t);
   const optState = optimizer?.state() ?? {};
   try {
     for (const [name, t] of Object.entries(optState)) tensors[`optimizer.${name}`] = rawOf(t);
@@ -100,7 +117,7 @@ export function encodeCheckpoint(method: Method, optimizer: Optimizer | null, st
     format: CHECKPOINT_FORMAT,
     version: String(CHECKPOINT_VERSION),
     method: state.config.method,
-    arch: archOf(state.config),
+    arch: archLabel(state.config.model),
     config: JSON.stringify(state.config),
     position: JSON.stringify(state.position),
     data: JSON.stringify(state.data),
@@ -134,8 +151,8 @@ function removeStaleTemporaries(path: string): void {
 }
 
 /** Writes a checkpoint to each of `paths` atomically (temp file, fsync, rename, fsync the folder). */
-export function saveCheckpoint(paths: string | string[], method: Method, optimizer: Optimizer | null, state: CheckpointState): void {
-  const chunks = encodeCheckpoint(method, optimizer, state);
+export function saveCheckpoint(paths: string | string[], model: Module, optimizer: OptimizerState | null, state: CheckpointState): void {
+  const chunks = encodeCheckpoint(model, optimizer, state);
   for (const path of Array.isArray(paths) ? paths : [paths]) {
     removeStaleTemporaries(path);
     writeFileAtomic(path, chunks);
@@ -163,7 +180,7 @@ export function readCheckpoint(path: string): Checkpoint {
   if (Number(metadata.version) !== CHECKPOINT_VERSION) {
     throw new Error(`checkpoint ${path}: format version ${metadata.version}, this selfsup reads version ${CHECKPOINT_VERSION}`);
   }
-  const config = parseRunConfig(parseJson(path, metadata, 'config'), `checkpoint ${path}: its config`);
+  const config = parseOrThrow(CheckpointConfig, parseJson(path, metadata, 'config'), `checkpoint ${path}: its config`);
   const state: CheckpointState = {
     config,
     position: parseJson(path, metadata, 'position'),
@@ -182,16 +199,6 @@ export function readCheckpoint(path: string): Checkpoint {
   return { path, method: metadata.method ?? '', arch: metadata.arch ?? '', state, model, optimizer };
 }
 
-/** Errors unless `checkpoint` was trained by the method and model `config` asks for. */
-export function assertCompatible(checkpoint: Checkpoint, config: RunConfig): void {
-  const { path } = checkpoint;
-  if (checkpoint.method !== config.method) {
-    throw new Error(`checkpoint ${path}: written by method '${checkpoint.method}', this run uses '${config.method}'`);
-  }
-  const want = archOf(config);
-  if (checkpoint.arch !== want) throw new Error(`checkpoint ${path}: holds a ${checkpoint.arch}, this run builds a ${want}`);
-}
-
 function toTensor(t: RawTensor): Tensor {
   const dtype = t.dtype === 'F32' ? 'float32' : t.dtype === 'I32' ? 'int32' : 'bool';
   return tf.tensor(t.data, t.shape, dtype);
@@ -202,23 +209,15 @@ function toTensors(raw: Record<string, RawTensor>): StateDict {
 }
 
 /** Loads the model part into `method`; a missing, extra or misshapen tensor is an error naming the file. */
-export function restoreMethod(checkpoint: Checkpoint, method: Method): void {
+export function restoreMethod(checkpoint: Checkpoint, method: Module & { name: string }): void {
   restoreModule(checkpoint, method, '', `the ${method.name} model`);
 }
 
 /**
- * Loads only the backbone's tensors into `method.backbone`, as strictly as
- * restoreMethod does. Evaluation needs nothing else, so a checkpoint whose
- * heads an older version shaped differently still evaluates.
+ * The checkpoint's tensors named `prefix` + a name of `module`'s, loaded into
+ * `module`; a missing, extra or misshapen tensor is an error naming the file.
  */
-export function restoreBackbone(checkpoint: Checkpoint, method: Method): void {
-  const name = method.namedModules().find(([, m]) => m === method.backbone)?.[0];
-  if (name === undefined) throw new Error(`${method.name}: its backbone is not one of its modules`);
-  restoreModule(checkpoint, method.backbone, name ? `${name}.` : '', `the ${method.name} backbone`);
-}
-
-/** The checkpoint's tensors named `prefix` + a name of `module`'s, loaded into `module`. */
-function restoreModule(checkpoint: Checkpoint, module: Module, prefix: string, what: string): void {
+export function restoreModule(checkpoint: Checkpoint, module: Module, prefix: string, what: string): void {
   const { path } = checkpoint;
   const own = module.stateDict();
   const saved = Object.fromEntries(Object.entries(checkpoint.model).filter(([k]) => k.startsWith(prefix)).map(([k, t]) => [k.slice(prefix.length), t]));
@@ -242,7 +241,7 @@ function restoreModule(checkpoint: Checkpoint, module: Module, prefix: string, w
   }
 }
 
-export function restoreOptimizer(checkpoint: Checkpoint, optimizer: Optimizer): void {
+export function restoreOptimizer(checkpoint: Checkpoint, optimizer: OptimizerState): void {
   const tensors = toTensors(checkpoint.optimizer);
   try {
     optimizer.loadState(tensors);

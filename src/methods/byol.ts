@@ -9,20 +9,12 @@
 // Views are the paper's asymmetric pair (blur always on view 1, solarize only
 // on view 2). Each network sees both views as one batch. The target runs off
 // the tape: its weights are buffers and its outputs are detached anyway.
-// Small-data defaults: heads 2048 wide, 128 out (the paper: 4096, 256; at
-// 512 wide the bench run's kNN was 71.9 vs 72.2 at 2048, and its online kNN
-// swung where 2048's rose every epoch); τ_base 0.99, not the
-// paper's 0.996, as solo-learn's CIFAR setting: over a 400-step run 0.996
-// leaves the target about half its initial random weights. SGD at lr 0.1
-// (config.ts's METHOD_LEARNING_RATES) rather than the runs' 0.06: the bench
-// run's kNN / linear were 74.7 / 79.4 at 0.06, 76.0 / 80.8 at 0.1, 72.3 /
-// 80.9 at 0.2 and 73.6 / 79.4 at 0.5 (the default until the recipe gained
-// its other settings here). In 300-step test runs 0.5 ended up to 14 points
-// below the untrained network; the 600-step test at 0.1 rises at every check.
-// One warm-up epoch (config.ts's METHOD_WARMUP_EPOCHS):
-// without it the online kNN swung by up to 10 points between epochs at lr
-// 0.5; with it, and the small views' crops at >= 50% (recipes.ts), the bench
-// run's kNN went from 71.0 to 71.9.
+// Small-data defaults (measurements: docs/experiments.md#byol): heads 2048
+// wide, 128 out (the paper: 4096, 256), which kept the online kNN rising;
+// τ_base 0.99, not 0.996, as solo-learn's CIFAR setting, since 0.996 leaves a
+// 400-step run's target about half random; the recipe's SGD lr 0.1, not the
+// runs' 0.06, the best of 0.06-0.5 on the bench; and one warm-up epoch, which
+// steadied the online kNN.
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
@@ -31,13 +23,9 @@ import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/
 import { negCosine } from '../losses/neg_cosine.js';
 import { noGrad } from '../nn/module.js';
 import type { ResNet } from '../nn/resnet.js';
-import type { RunConfig } from '../train/config.js';
-import { emaMomentum } from '../train/schedules.js';
-import type { MethodData } from './index.js';
-import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
-import { EmaPair } from './parts/ema.js';
+import { Method, defineMethod, type LossOutput, type MethodContext, type StepContext, type TensorBatch } from './method.js';
+import { EmaPair, emaMomentum } from './parts/ema.js';
 import { PredictionHead, ProjectionHead } from './parts/heads.js';
-import { backboneFor, parseMethodOptions } from './parts/options.js';
 
 export const BYOLOptions = z
   .object({
@@ -56,27 +44,24 @@ export class BYOL extends Method {
   readonly predictor: PredictionHead;
   readonly momentumPairs: [EmaPair<ResNet>, EmaPair<ProjectionHead>];
 
+  private readonly recipe: RecipeOptions;
+
   constructor(
-    buildBackbone: () => ResNet,
     readonly options: BYOLOptions,
-    private readonly recipe: RecipeOptions,
-    seed = 0,
+    ctx: MethodContext,
   ) {
     super();
     const { hiddenDim, outDim } = options;
-    this.backbone = this.addModule('backbone', buildBackbone());
+    const { seed } = ctx;
+    this.recipe = ctx.recipe;
+    this.backbone = this.addModule('backbone', ctx.backbone());
     const buildProjector = () =>
       new ProjectionHead(this.backbone.featureDim, hiddenDim, outDim, { layers: 2, batchNorm: true, rng: new Mulberry32(seed + 1) });
     this.projector = this.addModule('projector', buildProjector());
     this.predictor = this.addModule('predictor', new PredictionHead(outDim, hiddenDim, outDim, { rng: new Mulberry32(seed + 2) }));
-    this.momentumPairs = [new EmaPair(this.backbone, buildBackbone), new EmaPair(this.projector, buildProjector)];
+    this.momentumPairs = [new EmaPair(this.backbone, ctx.backbone), new EmaPair(this.projector, buildProjector)];
     this.addModule('targetBackbone', this.momentumPairs[0].target);
     this.addModule('targetProjector', this.momentumPairs[1].target);
-  }
-
-  static fromConfig(config: RunConfig, data: MethodData): BYOL {
-    const options = parseMethodOptions('byol', BYOLOptions, config);
-    return new BYOL(() => backboneFor(config, data.channels), options, data.recipe, config.seed);
   }
 
   pipeline(): PipelineSpec {
@@ -100,3 +85,11 @@ export class BYOL extends Method {
     return emaMomentum(ctx.step, ctx.totalSteps, this.options.momentumBase);
   }
 }
+
+export const byolSpec = defineMethod({
+  names: ['byol'],
+  description: 'BYOL: an online network predicts an EMA target network, no negatives',
+  options: BYOLOptions,
+  recipe: { lr: 0.1, warmupEpochs: 1 },
+  create: (_name, o, ctx) => new BYOL(o, ctx),
+});

@@ -18,12 +18,9 @@ import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
 import { MLP, withRunningStatsFrozen } from '../nn/layers.js';
 import { Module, noGrad } from '../nn/module.js';
-import { ResNet, globalAvgPool, type ResNetOptions, type ResNetStages } from '../nn/resnet.js';
-import type { RunConfig } from '../train/config.js';
-import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
-import type { MethodData } from './index.js';
+import { globalAvgPool, type ResNet, type ResNetStages } from '../nn/resnet.js';
+import { Method, defineMethod, type LossOutput, type MethodContext, type StepContext, type TensorBatch } from './method.js';
 import { MOCO_V2_TEMPERATURE, MoCoOptions } from './moco.js';
-import { backboneOptions, parseMethodOptions } from './parts/options.js';
 import { EmaPair } from './parts/ema.js';
 import { ProjectionHead } from './parts/heads.js';
 import { KeyQueue } from './parts/queue.js';
@@ -84,13 +81,15 @@ export class DetCo extends Method {
   readonly stages: readonly Stage[];
   readonly stageWeights: Record<Stage, number>;
   private readonly seed: number;
+  private readonly recipe: RecipeOptions;
 
-  constructor(backbone: ResNetOptions, private readonly recipe: RecipeOptions, readonly o: DetCoOptions) {
+  constructor(readonly o: DetCoOptions, ctx: MethodContext) {
     super();
-    this.seed = backbone.seed ?? 0;
+    this.seed = ctx.seed;
+    this.recipe = ctx.recipe;
     this.stages = o.hic ? STAGES : ['res5'];
     this.stageWeights = o.hic ? STAGE_WEIGHTS : { ...STAGE_WEIGHTS, res5: 1 };
-    const build = () => useSplitBatchNorm(new ResNet(backbone), o.bnSplits);
+    const build = () => useSplitBatchNorm(ctx.backbone(), o.bnSplits);
     this.backbone = this.addModule('backbone', build());
     const buildHeads = () => new DetCoHeads(this.backbone.channels, o.dim, this.seed + 1);
     this.heads = this.addModule('heads', buildHeads());
@@ -102,10 +101,6 @@ export class DetCo extends Method {
       this.globalQueues[s] = this.addModule(`globalQueue.${s}`, new KeyQueue(o.queueLength, o.dim, { rng }));
       if (o.cglc) this.localQueues[s] = this.addModule(`localQueue.${s}`, new KeyQueue(o.queueLength, o.dim, { rng }));
     });
-  }
-
-  static fromConfig(config: RunConfig, data: MethodData): DetCo {
-    return new DetCo(backboneOptions(config, data.channels), data.recipe, parseMethodOptions('detco', DetCoOptions, config));
   }
 
   /** view1/view2 always; the jigsaw sets only with CGLC. Patches stay in cell order so local features concatenate alike. */
@@ -173,3 +168,11 @@ export class DetCo extends Method {
     for (const queue of [...Object.values(this.globalQueues), ...Object.values(this.localQueues)]) queue.commit();
   }
 }
+
+export const detcoSpec = defineMethod({
+  names: ['detco'],
+  description: 'DetCo: MoCo v2 with hierarchical intermediate and cross global/local contrast',
+  options: DetCoOptions,
+  resolve: (_name, o) => ({ ...o, temperature: o.temperature ?? MOCO_V2_TEMPERATURE }),
+  create: (_name, o, ctx) => new DetCo(o, ctx),
+});

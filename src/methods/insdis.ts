@@ -12,8 +12,7 @@
 // is sampled with replacement, so negatives repeat, which does no harm.
 // T = 0.2, not the paper's 0.07; bank momentum 0.9, not 0.5; BN on the
 // embedding, which the paper's linear head lacks; and the bank starts as the
-// untrained network's embeddings (memory_bank.ts says why, with the
-// measurements).
+// untrained network's embeddings (memory_bank.ts says why).
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
@@ -21,12 +20,10 @@ import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
 import type { ResNet } from '../nn/resnet.js';
-import type { RunConfig } from '../train/config.js';
-import type { MethodData } from './index.js';
-import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
+import { Method, defineMethod, type LossOutput, type MethodContext, type StepContext, type TensorBatch } from './method.js';
 import { ProjectionHead } from './parts/heads.js';
-import { MemoryBank, memoryBankOptionFields } from './parts/memory_bank.js';
-import { backboneFor, parseMethodOptions, stepSeed, trainingSetSize } from './parts/options.js';
+import { MemoryBank, memoryBankOptionFields, withBankSize } from './parts/memory_bank.js';
+import { stepSeed } from './parts/options.js';
 
 export const InsDisOptions = z
   .object(memoryBankOptionFields)
@@ -40,23 +37,22 @@ export class InsDis extends Method {
   readonly head: ProjectionHead;
   readonly memory: MemoryBank;
 
+  private readonly recipe: RecipeOptions;
+  private readonly seed: number;
+
   constructor(
-    backbone: ResNet,
     readonly options: InsDisOptions & { bankSize: number },
-    private readonly recipe: RecipeOptions,
-    private readonly seed = 0,
+    ctx: MethodContext,
   ) {
     super();
-    this.backbone = this.addModule('backbone', backbone);
+    const { seed } = ctx;
+    this.seed = seed;
+    this.recipe = ctx.recipe;
+    const backbone = this.addModule('backbone', ctx.backbone());
+    this.backbone = backbone;
     const rng = new Mulberry32(seed + 1);
     this.head = this.addModule('head', new ProjectionHead(backbone.featureDim, 0, options.dim, { layers: 1, lastBatchNorm: options.headBatchNorm, rng }));
     this.memory = this.addModule('memory', new MemoryBank(options.bankSize, options.dim, { momentum: options.bankMomentum, seed: seed + 2 }));
-  }
-
-  static fromConfig(config: RunConfig, data: MethodData): InsDis {
-    const o = parseMethodOptions('insdis', InsDisOptions, config);
-    const options = { ...o, bankSize: trainingSetSize('insdis', config, o.bankSize) };
-    return new InsDis(backboneFor(config, data.channels), options, data.recipe, config.seed);
   }
 
   pipeline(): PipelineSpec {
@@ -84,3 +80,11 @@ export class InsDis extends Method {
     this.memory.commit();
   }
 }
+
+export const insdisSpec = defineMethod({
+  names: ['insdis'],
+  description: 'InsDis: instance discrimination against a memory bank of embeddings',
+  options: InsDisOptions,
+  resolve: withBankSize,
+  create: (name, o, ctx) => new InsDis(withBankSize(name, o, ctx), ctx),
+});

@@ -2,8 +2,11 @@
 // A method is a Module: its backbone, heads, EMA twins (as buffers), queues
 // and memory banks all live in its state dict, so a checkpoint of the method
 // is its stateDict() and nothing else. The trainer knows nothing else about it.
-import type { Scalar, Tensor, Tensor1D, Tensor4D } from '@tensorflow/tfjs-core';
-import type { PipelineSpec } from '../data/index.js';
+// Each method file also exports a spec (defineMethod): its names, options
+// schema, recipe defaults and factory; the registry is built from the specs.
+import type { z } from 'zod';
+import type { NamedTensorMap, Scalar, Tensor, Tensor1D, Tensor4D } from '@tensorflow/tfjs-core';
+import type { PipelineSpec, RecipeOptions } from '../data/index.js';
 import { Module } from '../nn/module.js';
 import type { ResNet } from '../nn/resnet.js';
 
@@ -48,8 +51,70 @@ export abstract class Method extends Module {
    * images rather than random vectors.
    */
   warmUp?(batch: TensorBatch): void;
+  /** When an epoch begins, before its first batch (a resumed run mid-epoch calls it too); DeepCluster re-clusters here. */
+  onEpochStart(epoch: number): void {
+    void epoch;
+  }
+  /** Before each step's loss, off the tape (SwAV normalises its prototypes here). */
+  beforeStep(ctx: StepContext): void {
+    void ctx;
+  }
+  /**
+   * The gradients by parameter name, before clipping and the optimizer step;
+   * may return changed ones (SwAV zeroes its prototypes' in the first epoch).
+   * Tensors it replaces are disposed by the trainer.
+   */
+  transformGradients(grads: NamedTensorMap, ctx: StepContext): NamedTensorMap {
+    void ctx;
+    return grads;
+  }
   /** After the optimizer step: EMA updates, queue enqueues. */
   afterStep(ctx: StepContext): void {
     void ctx;
   }
+}
+
+/** What a method is built from besides its options: the data and the run's backbone. */
+export interface MethodContext {
+  /** A fresh backbone of the run's architecture; every call gives the same initial weights. */
+  backbone: () => ResNet;
+  /** 1 (grey) or 3 (RGB): the backbone's input channels. */
+  channels: number;
+  /** Classes of the labels (0 when unlabeled); only supervised baselines use it. */
+  numClasses: number;
+  /** Training images: memory banks hold one row each. */
+  datasetSize: number;
+  /** View size and normalisation for the recipes of src/data/recipes.ts. */
+  recipe: RecipeOptions;
+  /** The run's seed; heads and per-step draws derive their streams from it. */
+  seed: number;
+}
+
+/** Training defaults a method's recipe needs, used where the run config sets none. */
+export interface MethodRecipe {
+  /** Peak SGD learning rate (used when the run sets no lr and keeps SGD). */
+  lr?: number;
+  warmupEpochs?: number;
+}
+
+export interface MethodSpec<S extends z.ZodTypeAny = z.ZodTypeAny> {
+  /** Run-config names; one spec may serve several (mocov1, mocov2). */
+  names: readonly string[];
+  /** One line for `--help`. */
+  description: string;
+  /** Strict zod object with defaults: `methodOptions`, validated when the config is parsed. */
+  options: S;
+  recipe?: MethodRecipe;
+  /**
+   * Fills in the defaults that depend on the method's name or the data. The
+   * result is recorded in the run's config, so a resumed run builds exactly
+   * what ran; resolving resolved options must change nothing.
+   */
+  resolve?(name: string, options: z.infer<S>, ctx: MethodContext): z.infer<S>;
+  create(name: string, options: z.infer<S>, ctx: MethodContext): Method;
+}
+
+/** Declares a method spec; the identity, for type inference. */
+export function defineMethod<S extends z.ZodTypeAny>(spec: MethodSpec<S>): MethodSpec<S> {
+  return spec;
 }

@@ -6,24 +6,19 @@
 //   loss = InfoNCE(q, k, queue, T)                 eq. 1
 //   θ_k <- m θ_k + (1 - m) θ_q;  enqueue(k)        eq. 2, after the step
 //
-// v1: linear 128-d head, T = 0.07 (0.2 here, see below). v2: 2-layer MLP
-// head, T = 0.2 (0.1 here, see below), blur and stronger colour jitter; its
-// cosine schedule is the run config's default.
+// v1: linear 128-d head. v2: 2-layer MLP head, blur and stronger colour
+// jitter; its cosine schedule is the run config's default.
 //
-// Small-data defaults (Fashion-MNIST, 20k images, batch 256, a few epochs):
-// - queueLength 4096: 16 batches, about 1/5 of an epoch, so queued keys are
-//   never much staler than the paper's 65536 of 1.28M images are.
-// - momentum 0.99, not the paper's 0.999: 0.999 averages over ~1000 steps, and
-//   a 400-step run would still contrast against keys from a mostly random
-//   key encoder (0.999^400 = 0.67 of the initial weights remain).
+// Small-data defaults (Fashion-MNIST, 20k images, batch 256, a few epochs);
+// the measurements are in docs/experiments.md#moco:
+// - queueLength 4096: 16 batches, so queued keys are never much staler than
+//   the paper's 65536 of 1.28M images are.
+// - momentum 0.99, not 0.999: 0.999 would leave a 400-step run's key encoder
+//   mostly at its random start (0.999^400 = 0.67).
 // - bnSplits 4: shuffle-BN over 4 emulated GPUs of 64 images at batch 256.
-// - v2's temperature 0.1, not the paper's 0.2: the authors' CIFAR colab, whose
-//   queue and momentum these are, uses 0.1; on the methods benchmark (5
-//   epochs of 20k Fashion-MNIST images) kNN top-1 went 72.5 -> 73.7.
-// - v1's temperature 0.2, not the paper's 0.07: with v1's linear head on the
-//   same benchmark kNN went 72.0 -> 73.3 (as InsDis's, memory_bank.ts: a
-//   sharp softmax over 10 classes of near-duplicates mostly pushes apart
-//   images of the same class).
+// - temperature 0.1 for v2 (the paper's 0.2; the authors' CIFAR colab's 0.1)
+//   and 0.2 for v1 (the paper's 0.07): a sharp softmax over 10 classes of
+//   near-duplicates mostly pushes apart images of the same class.
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
@@ -31,13 +26,10 @@ import { mocoV2View, type PipelineSpec, type RecipeOptions, type ViewSpec } from
 import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
 import { noGrad } from '../nn/module.js';
-import { ResNet, type ResNetOptions } from '../nn/resnet.js';
-import type { RunConfig } from '../train/config.js';
-import type { MethodData } from './index.js';
-import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
+import type { ResNet } from '../nn/resnet.js';
+import { Method, defineMethod, type LossOutput, type MethodContext, type StepContext, type TensorBatch } from './method.js';
 import { EmaPair } from './parts/ema.js';
 import { ProjectionHead } from './parts/heads.js';
-import { backboneOptions, parseMethodOptions } from './parts/options.js';
 import { KeyQueue } from './parts/queue.js';
 import { shuffledForward, useSplitBatchNorm } from './parts/split_bn.js';
 
@@ -47,7 +39,7 @@ export const MoCoOptions = z
     queueLength: z.number().int().positive().default(4096),
     /** Embedding size. */
     dim: z.number().int().positive().default(128),
-    /** Default 0.2 (v1) or 0.1 (v2). */
+    /** Default 0.2 (v1) or 0.1 (v2), filled in when a run starts. */
     temperature: z.number().positive().optional(),
     /** Key-encoder EMA momentum m. */
     momentum: z.number().min(0).max(1).default(0.99),
@@ -64,6 +56,11 @@ export const MOCO_V1_TEMPERATURE = 0.2;
 /** v2's default temperature (small-data value; DetCo, built on v2, shares it). */
 export const MOCO_V2_TEMPERATURE = 0.1;
 
+/** The version's default temperature (the small-data values above). */
+export function mocoTemperature(version: MoCoVersion): number {
+  return version === 'v1' ? MOCO_V1_TEMPERATURE : MOCO_V2_TEMPERATURE;
+}
+
 /** MoCo v1's augmentation: crop, grey 20%, colour jitter 0.4 always, flip; no blur. */
 function mocoV1View(o: RecipeOptions): ViewSpec {
   return { ...mocoV2View(o), jitter: { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.4, p: 1 }, blur: null };
@@ -78,19 +75,20 @@ export class MoCo extends Method {
   readonly temperature: number;
   readonly momentum: number;
   private readonly seed: number;
+  private readonly recipe: RecipeOptions;
 
   constructor(
     readonly version: MoCoVersion,
-    backbone: ResNetOptions,
-    private readonly recipe: RecipeOptions,
     o: MoCoOptions,
+    ctx: MethodContext,
   ) {
     super();
     this.name = `moco${version}`;
-    this.temperature = o.temperature ?? (version === 'v1' ? MOCO_V1_TEMPERATURE : MOCO_V2_TEMPERATURE);
+    this.temperature = o.temperature ?? mocoTemperature(version);
     this.momentum = o.momentum;
-    this.seed = backbone.seed ?? 0;
-    const build = () => useSplitBatchNorm(new ResNet(backbone), o.bnSplits);
+    this.seed = ctx.seed;
+    this.recipe = ctx.recipe;
+    const build = () => useSplitBatchNorm(ctx.backbone(), o.bnSplits);
     this.backbone = this.addModule('backbone', build());
     const d = this.backbone.featureDim;
     const buildHead = () => new ProjectionHead(d, d, o.dim, { layers: version === 'v1' ? 1 : 2, rng: new Mulberry32(this.seed + 1) });
@@ -99,11 +97,6 @@ export class MoCo extends Method {
     this.addModule('momentumBackbone', this.momentumPairs[0].target);
     this.addModule('momentumHead', this.momentumPairs[1].target);
     this.keyQueue = this.addModule('keyQueue', new KeyQueue(o.queueLength, o.dim, { rng: new Mulberry32(this.seed + 2) }));
-  }
-
-  static fromConfig(version: MoCoVersion, config: RunConfig, data: MethodData): MoCo {
-    const o = parseMethodOptions(`moco${version}`, MoCoOptions, config);
-    return new MoCo(version, backboneOptions(config, data.channels), data.recipe, o);
   }
 
   pipeline(): PipelineSpec {
@@ -135,3 +128,13 @@ export class MoCo extends Method {
     this.keyQueue.commit();
   }
 }
+
+const versionOf = (name: string): MoCoVersion => (name === 'mocov1' ? 'v1' : 'v2');
+
+export const mocoSpec = defineMethod({
+  names: ['mocov1', 'mocov2'],
+  description: 'MoCo v1/v2: a momentum key encoder and a queue of negatives, InfoNCE',
+  options: MoCoOptions,
+  resolve: (name, o) => ({ ...o, temperature: o.temperature ?? mocoTemperature(versionOf(name)) }),
+  create: (name, o, ctx) => new MoCo(versionOf(name), o, ctx),
+});

@@ -24,12 +24,10 @@ import { infoNCE } from '../losses/info_nce.js';
 import { l2Normalize } from '../losses/normalize.js';
 import { Linear, withRunningStatsFrozen } from '../nn/layers.js';
 import type { ResNet } from '../nn/resnet.js';
-import type { RunConfig } from '../train/config.js';
-import type { MethodData } from './index.js';
-import { Method, type LossOutput, type StepContext, type TensorBatch } from './method.js';
+import { Method, defineMethod, type LossOutput, type MethodContext, type StepContext, type TensorBatch } from './method.js';
 import { ProjectionHead } from './parts/heads.js';
-import { MemoryBank, memoryBankOptionFields } from './parts/memory_bank.js';
-import { backboneFor, parseMethodOptions, stepSeed, trainingSetSize } from './parts/options.js';
+import { MemoryBank, memoryBankOptionFields, withBankSize } from './parts/memory_bank.js';
+import { stepSeed } from './parts/options.js';
 
 const PATCHES = 9;
 
@@ -50,26 +48,26 @@ export class PIRL extends Method {
   readonly jigsawHead: ProjectionHead;
   readonly memory: MemoryBank;
 
+  private readonly recipe: RecipeOptions;
+  private readonly seed: number;
+
   constructor(
-    backbone: ResNet,
     readonly options: PIRLOptions & { bankSize: number },
-    private readonly recipe: RecipeOptions,
-    private readonly seed = 0,
+    ctx: MethodContext,
   ) {
     super();
     const { dim } = options;
+    const { seed } = ctx;
+    this.seed = seed;
+    this.recipe = ctx.recipe;
     const rng = new Mulberry32(seed + 1);
-    this.backbone = this.addModule('backbone', backbone);
+    const backbone = this.addModule('backbone', ctx.backbone());
+    this.backbone = backbone;
     const embedding = { layers: 1, lastBatchNorm: options.headBatchNorm, rng };
     this.imageHead = this.addModule('imageHead', new ProjectionHead(backbone.featureDim, 0, dim, embedding));
     this.patchHead = this.addModule('patchHead', new Linear(backbone.featureDim, dim, { rng }));
     this.jigsawHead = this.addModule('jigsawHead', new ProjectionHead(PATCHES * dim, 0, dim, embedding));
     this.memory = this.addModule('memory', new MemoryBank(options.bankSize, dim, { momentum: options.bankMomentum, seed: seed + 2 }));
-  }
-
-  static fromConfig(config: RunConfig, data: MethodData): PIRL {
-    const o = parseMethodOptions('pirl', PIRLOptions, config);
-    return new PIRL(backboneFor(config, data.channels), { ...o, bankSize: trainingSetSize('pirl', config, o.bankSize) }, data.recipe, config.seed);
   }
 
   pipeline(): PipelineSpec {
@@ -113,3 +111,11 @@ export class PIRL extends Method {
     this.memory.commit();
   }
 }
+
+export const pirlSpec = defineMethod({
+  names: ['pirl'],
+  description: 'PIRL: jigsaw-invariant embeddings against a memory bank',
+  options: PIRLOptions,
+  resolve: withBankSize,
+  create: (name, o, ctx) => new PIRL(withBankSize(name, o, ctx), ctx),
+});

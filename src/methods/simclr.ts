@@ -18,11 +18,8 @@ import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { ntXent } from '../losses/nt_xent.js';
 import type { ResNet } from '../nn/resnet.js';
-import type { RunConfig } from '../train/config.js';
-import type { MethodData } from './index.js';
-import { Method, type LossOutput, type TensorBatch } from './method.js';
+import { Method, defineMethod, type LossOutput, type MethodContext, type TensorBatch } from './method.js';
 import { ProjectionHead } from './parts/heads.js';
-import { backboneFor, parseMethodOptions } from './parts/options.js';
 
 export const SimCLROptions = z
   .object({
@@ -38,24 +35,21 @@ export class SimCLR extends Method {
   readonly backbone: ResNet;
   readonly projector: ProjectionHead;
 
+  private readonly recipe: RecipeOptions;
+
   constructor(
-    backbone: ResNet,
     readonly options: SimCLROptions,
-    private readonly recipe: RecipeOptions,
-    seed = 0,
+    ctx: MethodContext,
   ) {
     super();
-    this.backbone = this.addModule('backbone', backbone);
-    const rng = new Mulberry32(seed + 1);
+    this.recipe = ctx.recipe;
+    const backbone = this.addModule('backbone', ctx.backbone());
+    this.backbone = backbone;
+    const rng = new Mulberry32(ctx.seed + 1);
     this.projector = this.addModule(
       'projector',
       new ProjectionHead(backbone.featureDim, options.hiddenDim, options.outDim, { layers: 2, batchNorm: true, rng }),
     );
-  }
-
-  static fromConfig(config: RunConfig, data: MethodData): SimCLR {
-    const options = parseMethodOptions('simclr', SimCLROptions, config);
-    return new SimCLR(backboneFor(config, data.channels), options, data.recipe, config.seed);
   }
 
   pipeline(): PipelineSpec {
@@ -69,3 +63,10 @@ export class SimCLR extends Method {
     return { loss, terms: { ntXent: loss } };
   }
 }
+
+export const simclrSpec = defineMethod({
+  names: ['simclr'],
+  description: 'SimCLR: two views, an MLP projector and NT-Xent over in-batch negatives',
+  options: SimCLROptions,
+  create: (_name, o, ctx) => new SimCLR(o, ctx),
+});

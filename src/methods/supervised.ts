@@ -1,23 +1,18 @@
 // The supervised baseline: a ResNet and a linear classifier trained with
 // softmax cross-entropy on the dataset's labels, on one MoCo v2 view per image
-// (the "same augmentations" reference of DESIGN.md section 5). It exercises
+// (the "same augmentations" reference of docs/architecture.md). It exercises
 // the whole training path and is the upper bound the self-supervised methods
 // are read against.
+import { z } from 'zod';
 import { Mulberry32 } from '../core/random.js';
 import * as tf from '../core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { mocoV2View, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { Linear } from '../nn/layers.js';
-import { ResNet, type ResNetOptions } from '../nn/resnet.js';
-import type { RunConfig } from '../train/config.js';
-import { Method, type LossOutput, type TensorBatch } from './method.js';
-import { backboneOptions } from './parts/options.js';
+import type { ResNet } from '../nn/resnet.js';
+import { Method, defineMethod, type LossOutput, type MethodContext, type TensorBatch } from './method.js';
 
-export interface SupervisedOptions {
-  backbone: ResNetOptions;
-  numClasses: number;
-  recipe: RecipeOptions;
-}
+export const SupervisedOptions = z.object({}).strict();
 
 export class Supervised extends Method {
   readonly name = 'supervised';
@@ -26,22 +21,13 @@ export class Supervised extends Method {
   readonly numClasses: number;
   private readonly recipe: RecipeOptions;
 
-  constructor(o: SupervisedOptions) {
+  constructor(ctx: MethodContext) {
     super();
-    if (!(o.numClasses >= 2)) throw new Error(`supervised: needs labeled data with at least 2 classes, got ${o.numClasses}`);
-    this.numClasses = o.numClasses;
-    this.recipe = o.recipe;
-    this.backbone = this.addModule('backbone', new ResNet(o.backbone));
-    this.classifier = this.addModule(
-      'classifier',
-      new Linear(this.backbone.featureDim, o.numClasses, { rng: new Mulberry32((o.backbone.seed ?? 0) + 1) }),
-    );
-  }
-
-  static fromConfig(config: RunConfig, data: { channels: number; numClasses: number; recipe: RecipeOptions }): Supervised {
-    const unknown = Object.keys(config.methodOptions);
-    if (unknown.length) throw new Error(`methodOptions: supervised takes no options, got ${unknown.join(', ')}`);
-    return new Supervised({ backbone: backboneOptions(config, data.channels), numClasses: data.numClasses, recipe: data.recipe });
+    if (!(ctx.numClasses >= 2)) throw new Error(`supervised: needs labeled data with at least 2 classes, got ${ctx.numClasses}`);
+    this.numClasses = ctx.numClasses;
+    this.recipe = ctx.recipe;
+    this.backbone = this.addModule('backbone', ctx.backbone());
+    this.classifier = this.addModule('classifier', new Linear(this.backbone.featureDim, ctx.numClasses, { rng: new Mulberry32(ctx.seed + 1) }));
   }
 
   pipeline(): PipelineSpec {
@@ -60,3 +46,10 @@ export class Supervised extends Method {
     return { loss, terms: { ce: loss, acc } } as LossOutput;
   }
 }
+
+export const supervisedSpec = defineMethod({
+  names: ['supervised'],
+  description: 'the supervised baseline: cross-entropy on the labels, same augmentations',
+  options: SupervisedOptions,
+  create: (_name, _o, ctx) => new Supervised(ctx),
+});

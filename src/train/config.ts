@@ -3,6 +3,10 @@
 // that name the key. The checkpoint stores the resolved config, so a resumed
 // run continues with exactly the settings it started with.
 import { z } from 'zod';
+import { parseOrThrow } from '../core/schema.js';
+import { DatasetConfig } from '../data/dataset_config.js';
+import { methodNames, methodSpec, parseMethodOptions } from '../methods/registry.js';
+import { BackboneConfig } from '../nn/backbone.js';
 
 export const OptimizerConfig = z
   .object({
@@ -32,66 +36,38 @@ export const ScheduleConfig = z
   })
   .strict();
 
-export const DatasetConfig = z
-  .object({
-    /** `fashion-mnist`, or `folder:PATH` for an image folder. */
-    name: z.string().regex(/^(fashion-mnist|folder:.+)$/, 'expected fashion-mnist or folder:PATH').default('fashion-mnist'),
-    /** Folder holding the Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist). */
-    dir: z.string().optional(),
-    /** Use only the first N training images. */
-    limit: z.number().int().positive().optional(),
-    /** Working resolution (Fashion-MNIST's 28x28 is padded to 32 for the CIFAR stem). */
-    size: z.number().int().min(8).default(32),
-  })
-  .strict();
-
-export const ModelConfig = z
-  .object({
-    arch: z.enum(['resnet18', 'resnet34', 'resnet50']).default('resnet18'),
-    width: z.number().int().positive().default(16),
-    stem: z.enum(['cifar', 'imagenet']).default('cifar'),
-  })
-  .strict();
-
-/**
- * Peak SGD learning rates of the methods whose short-schedule recipe differs
- * from the optimizer's default, used when the run sets neither a learning
- * rate nor another optimizer. Each method's file says why.
- */
-export const METHOD_LEARNING_RATES: Readonly<Record<string, number>> = { byol: 0.1 };
-
-/**
- * Warm-up epochs of the methods whose short-schedule recipe needs them, used
- * when the run's schedule sets none. Each method's file says why.
- */
-export const METHOD_WARMUP_EPOCHS: Readonly<Record<string, number>> = { byol: 1 };
-
 /** A mapping (not null, not a list): what a YAML run file or a config section must be. */
 export const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
-function withMethodDefaults(raw: unknown): unknown {
-  if (!isRecord(raw) || typeof raw.method !== 'string') return raw;
+/**
+ * The method's recipe (methods/*.ts specs) where the run sets nothing: its
+ * learning rate when the run keeps SGD and sets none, its warm-up epochs when
+ * the schedule sets none.
+ */
+function withMethodRecipe(raw: unknown): unknown {
+  if (!isRecord(raw) || typeof raw.method !== 'string' || !methodNames().includes(raw.method)) return raw;
+  const recipe = methodSpec(raw.method).recipe ?? {};
   let run = raw;
-  const lr = METHOD_LEARNING_RATES[raw.method];
   const optimizer = run.optimizer ?? {};
-  if (lr !== undefined && isRecord(optimizer) && optimizer.lr === undefined && (optimizer.name === undefined || optimizer.name === 'sgd')) {
-    run = { ...run, optimizer: { ...optimizer, lr } };
+  if (recipe.lr !== undefined && isRecord(optimizer) && optimizer.lr === undefined && (optimizer.name === undefined || optimizer.name === 'sgd')) {
+    run = { ...run, optimizer: { ...optimizer, lr: recipe.lr } };
   }
-  const warmupEpochs = METHOD_WARMUP_EPOCHS[raw.method];
   const schedule = run.schedule ?? {};
-  if (warmupEpochs !== undefined && isRecord(schedule) && schedule.warmupEpochs === undefined) {
-    run = { ...run, schedule: { ...schedule, warmupEpochs } };
+  if (recipe.warmupEpochs !== undefined && isRecord(schedule) && schedule.warmupEpochs === undefined) {
+    run = { ...run, schedule: { ...schedule, warmupEpochs: recipe.warmupEpochs } };
   }
   return run;
 }
 
+export const BACKENDS = ['auto', 'native', 'wasm', 'webgpu', 'cpu'] as const;
+
 const RunConfigFields = z
   .object({
     method: z.string().min(1).default('supervised'),
-    /** Method-specific settings (validated by the method). */
+    /** Method-specific settings, validated by the method's schema; a run records them resolved. */
     methodOptions: z.record(z.string(), z.unknown()).default({}),
     dataset: DatasetConfig.default({}),
-    model: ModelConfig.default({}),
+    model: BackboneConfig.default({}),
     epochs: z.number().int().positive().default(5),
     batchSize: z.number().int().positive().default(256),
     optimizer: OptimizerConfig.default({}),
@@ -99,7 +75,7 @@ const RunConfigFields = z
     seed: z.number().int().min(0).default(0),
     /** Loader worker threads (0 = build batches on the training thread). */
     workers: z.number().int().min(0).default(1),
-    backend: z.enum(['auto', 'native', 'wasm', 'webgpu', 'cpu']).default('auto'),
+    backend: z.enum(BACKENDS).default('auto'),
     /** Run directory: checkpoints, metrics.jsonl, config. */
     out: z.string().min(1),
     checkpoint: z
@@ -134,18 +110,24 @@ const RunConfigFields = z
       .strict()
       .default({}),
   })
-  .strict();
+  .strict()
+  .superRefine((run, ctx) => {
+    // The method and its options are checked here, before a run makes any folder.
+    if (!methodNames().includes(run.method)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['method'], message: `unknown method '${run.method}'; choose one of ${methodNames().join(', ')}` });
+      return;
+    }
+    const options = parseMethodOptions(run.method, run.methodOptions);
+    if (options.success) return;
+    for (const issue of options.error.issues) {
+      ctx.addIssue({ ...issue, path: ['methodOptions', ...issue.path], message: `${issue.message} (${run.method})` });
+    }
+  });
 
-export const RunConfig = z.preprocess(withMethodDefaults, RunConfigFields);
+export const RunConfig = z.preprocess(withMethodRecipe, RunConfigFields);
 export type RunConfig = z.infer<typeof RunConfig>;
 
 /** Validates `raw` (from YAML and flags); the error lists every bad key by its path. */
 export function parseRunConfig(raw: unknown, source = 'config'): RunConfig {
-  const result = RunConfig.safeParse(raw);
-  if (result.success) return result.data;
-  const lines = result.error.issues.map((i) => {
-    const key = i.path.length ? i.path.join('.') : '(root)';
-    return `  ${key}: ${i.message}`;
-  });
-  throw new Error(`${source} is invalid:\n${lines.join('\n')}`);
+  return parseOrThrow(RunConfig, raw, source);
 }

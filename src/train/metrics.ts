@@ -3,7 +3,7 @@
 // and ETA on a terminal, plain periodic lines in a log file).
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
-import { writeFileAtomic } from '../core/atomic_file.js';
+import { writeFileAtomic } from '../core/files.js';
 
 export interface KnnMetrics {
   /** Top-1 accuracy in percent. */

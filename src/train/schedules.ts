@@ -1,6 +1,6 @@
-// Per-iteration schedules: the learning rate (linear warm-up, then cosine,
-// step or constant) and the EMA momentum of BYOL-style target networks. Pure
-// functions of the global step, so a resumed run needs only the step.
+// Per-iteration learning-rate schedules: linear warm-up, then cosine, step or
+// constant. Pure functions of the global step, so a resumed run needs only
+// the step. (The EMA momentum schedule lives with the EMA, methods/parts/ema.ts.)
 import type { RunConfig } from './config.js';
 
 export type LrSchedule = (step: number) => number;
@@ -65,14 +65,4 @@ export function createLrSchedule(config: RunConfig, stepsPerEpoch: number): LrSc
     case 'constant':
       return constantSchedule(base);
   }
-}
-
-/**
- * BYOL's target momentum (Grill et al. 2020, section 3.2):
- *   tau(k) = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2,
- * from tau_base at step 0 to 1 at step K = totalSteps.
- */
-export function emaMomentum(step: number, totalSteps: number, base: number): number {
-  const t = totalSteps > 0 ? Math.min(1, step / totalSteps) : 1;
-  return 1 - ((1 - base) * (Math.cos(Math.PI * t) + 1)) / 2;
 }

@@ -76,3 +76,13 @@ export class EmaPair<M extends Module> {
     });
   }
 }
+
+/**
+ * BYOL's target momentum (Grill et al. 2020, section 3.2):
+ *   tau(k) = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2,
+ * from tau_base at step 0 to 1 at step K = totalSteps.
+ */
+export function emaMomentum(step: number, totalSteps: number, base: number): number {
+  const t = totalSteps > 0 ? Math.min(1, step / totalSteps) : 1;
+  return 1 - ((1 - base) * (Math.cos(Math.PI * t) + 1)) / 2;
+}

@@ -5,17 +5,17 @@
 //   v_i <- normalise(m v_i + (1 - m) f_i)      (Wu et al. eq. 7 / PIRL eq. 6).
 // The bank is a buffer: it is saved with the method and never trained.
 // Small-schedule change: the bank starts as the untrained network's
-// embeddings (one forward pass, the methods' warmUp), not random unit vectors.
-// With momentum 0.5 a random row is still half noise after its first update,
-// so in a 5-epoch run the first epochs would teach the network to map each
-// image to a random target; the untrained network's embeddings instead carry
-// its (already useful) similarity structure. Measured: see README.
+// embeddings (one forward pass, the methods' warmUp), not random unit vectors:
+// a random row stays half noise after its first update, and a 5-epoch run
+// would spend its first epochs learning random targets. Measurements for this
+// and the defaults below: docs/experiments.md#memory-bank-methods-insdis-pirl.
 import { Mulberry32 } from '../../core/random.js';
 import { z } from 'zod';
 import * as tf from '../../core/tf.js';
 import type { Tensor2D, Variable } from '@tensorflow/tfjs-core';
 import { Module } from '../../nn/module.js';
 import { detach, l2Normalize } from '../../losses/normalize.js';
+import type { MethodContext } from '../method.js';
 
 export interface MemoryBankOptions {
   /** Update momentum m of eq. 7; the papers use 0.5 (the methods default to memoryBankOptionFields'). */
@@ -27,40 +27,31 @@ export interface MemoryBankOptions {
 export const memoryBankOptionFields = {
   /** Embedding and bank width. */
   dim: z.number().int().positive().default(128),
-  /**
-   * The papers' 0.07 is the small-data exception here: over the bench's
-   * 5-epoch run InsDis's kNN was 68.4 at 0.07, 69.7 at 0.2, 68.4 at 0.5 (with
-   * 10 classes of near-duplicates, a sharp softmax mostly pushes apart images
-   * of the same class).
-   */
+  /** 0.2, not the papers' 0.07: with 10 classes of near-duplicates a sharp softmax mostly pushes apart images of the same class. */
   temperature: z.number().positive().default(0.2),
   /** Bank entries drawn as negatives per step. */
   negatives: z.number().int().positive().default(4096),
   /**
-   * Bank update momentum m of InsDis eq. 7: 0.9, not the papers' 0.5, a
-   * small-schedule change. A row is refreshed once per epoch, and a slower
-   * blend averages it over more views of its image: InsDis kNN on the
-   * bench (5 epochs) 69.7 at 0.5, 69.4 at 0.8, 70.7 at 0.9; on the 300-step
-   * test run (20 visits per row) 63.1 at 0.5, 69.5 at 0.8, 70.2 at 0.9, 68.5
-   * at 0.95, against 65.8 for the untrained network.
+   * Bank update momentum m of InsDis eq. 7: 0.9, not the papers' 0.5. A row
+   * is refreshed once per epoch, and a slower blend averages it over more
+   * views of its image.
    */
   bankMomentum: z.number().min(0).lt(1).default(0.9),
   /**
-   * BN after the embedding's last Linear, before the L2 normalisation: a
-   * small-schedule change (the papers' heads are a plain Linear). The
-   * untrained network's features are non-negative (ReLU, then pooling) and
-   * share one large common component, so its embeddings lie in a narrow
-   * cone: the warmed-up bank's rows have a mean pairwise cosine of 0.905 on
-   * the bench, and every positive looks like every negative. BN centres the
-   * embeddings over the batch (bank cosine 0.016). kNN / linear on the
-   * bench (5 epochs) without -> with: InsDis 72.5 / 79.2 -> 74.8 / 80.8,
-   * PIRL 71.8 / 78.0 -> 75.1 / 81.4. Centring the warmed-up bank once
-   * instead, with the head left plain: InsDis kNN 73.2.
+   * BN after the embedding's last Linear, before the L2 normalisation (the
+   * papers' heads are a plain Linear): the untrained network's embeddings
+   * share one large common component, so without it every positive looks
+   * like every negative.
    */
   headBatchNorm: z.boolean().default(true),
-  /** Bank rows; default: the training set's size from `dataset`. */
+  /** Bank rows; default: the training set's size, filled in when a run starts. */
   bankSize: z.number().int().positive().optional(),
 };
+
+/** A memory-bank method's `resolve`: the bank holds one row per training image unless `bankSize` says otherwise. */
+export function withBankSize<O extends { bankSize?: number }>(_name: string, options: O, ctx: MethodContext): O & { bankSize: number } {
+  return { ...options, bankSize: options.bankSize ?? ctx.datasetSize };
+}
 
 export class MemoryBank extends Module {
   readonly bank: Variable;

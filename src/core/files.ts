@@ -1,7 +1,8 @@
-// Crash-safe file replacement: write a temporary file next to the target,
-// fsync it, rename it over the target, fsync the folder. A reader sees the old
-// file or the new one, never half of one, even after a power cut.
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+// Files: crash-safe replacement (write a temporary file next to the target,
+// fsync it, rename it over the target, fsync the folder: a reader sees the old
+// file or the new one, never half of one) and content checksums.
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export function writeFileAtomic(path: string, chunks: Uint8Array | string | Array<Uint8Array | string>): void {
@@ -34,4 +35,14 @@ export function writeFileAtomic(path: string, chunks: Uint8Array | string | Arra
   } catch {
     // Some filesystems refuse fsync on folders; the data itself is already synced.
   }
+}
+
+/** sha256 of a file's bytes, hex. */
+export function fileSha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+/** sha256 of a string, hex: short stable names for option sets and cache keys. */
+export function textSha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

@@ -1,0 +1,22 @@
+// The protocol registry. A new protocol is one file in this folder plus its
+// entry here; `selfsup eval <name>` appears for it.
+import type { Protocol } from '../protocol.js';
+import { knnProtocol } from './knn.js';
+import { linearProtocol } from './linear.js';
+
+const registry = new Map<string, Protocol>([knnProtocol, linearProtocol].map((p) => [p.name, p as Protocol]));
+
+/** Adds (or replaces) a protocol; for plug-ins and tests. */
+export function registerProtocol(protocol: Protocol): void {
+  registry.set(protocol.name, protocol);
+}
+
+export function protocolNames(): string[] {
+  return [...registry.keys()];
+}
+
+export function getProtocol(name: string): Protocol {
+  const p = registry.get(name);
+  if (!p) throw new Error(`protocol: unknown protocol '${name}'; choose one of ${protocolNames().join(', ')}`);
+  return p;
+}

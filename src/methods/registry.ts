@@ -1,0 +1,54 @@
+// The method registry, built from the specs the method files export. A new
+// method is one file in this folder plus its spec in METHOD_SPECS.
+import type { z } from 'zod';
+import { issueLines } from '../core/schema.js';
+import { byolSpec } from './byol.js';
+import { detcoSpec } from './detco.js';
+import { insdisSpec } from './insdis.js';
+import type { Method, MethodContext, MethodSpec } from './method.js';
+import { mocoSpec } from './moco.js';
+import { pirlSpec } from './pirl.js';
+import { simclrSpec } from './simclr.js';
+import { supervisedSpec } from './supervised.js';
+
+const METHOD_SPECS: MethodSpec[] = [supervisedSpec, mocoSpec, detcoSpec, insdisSpec, simclrSpec, byolSpec, pirlSpec];
+
+const registry = new Map<string, MethodSpec>();
+for (const spec of METHOD_SPECS) registerMethod(spec);
+
+/** Adds (or replaces) a method under each of its names; for plug-ins and tests. */
+export function registerMethod(spec: MethodSpec): void {
+  for (const name of spec.names) registry.set(name, spec);
+}
+
+export function methodNames(): string[] {
+  return [...registry.keys()].sort();
+}
+
+/** The spec of `name`; an unknown name is an error listing the known ones. */
+export function methodSpec(name: string): MethodSpec {
+  const spec = registry.get(name);
+  if (!spec) throw new Error(`method: unknown method '${name}'; choose one of ${methodNames().join(', ')}`);
+  return spec;
+}
+
+/** `methodOptions` parsed by `name`'s schema (defaults filled in), or the zod error naming each bad key. */
+export function parseMethodOptions(name: string, raw: unknown): { success: true; data: Record<string, unknown> } | { success: false; error: z.ZodError } {
+  return methodSpec(name).options.safeParse(raw ?? {});
+}
+
+/**
+ * Every option of `name` with its defaults, including those that depend on
+ * the data: what a run records in its config when it starts.
+ */
+export function resolveMethodOptions(name: string, raw: unknown, ctx: MethodContext): Record<string, unknown> {
+  const spec = methodSpec(name);
+  const parsed = spec.options.safeParse(raw ?? {});
+  if (!parsed.success) throw new Error(`methodOptions for ${name} are invalid:\n${issueLines(parsed.error, ['methodOptions']).join('\n')}`);
+  return spec.resolve ? spec.resolve(name, parsed.data, ctx) : parsed.data;
+}
+
+/** Builds method `name` from its (raw or resolved) options. */
+export function createMethod(name: string, options: unknown, ctx: MethodContext): Method {
+  return methodSpec(name).create(name, resolveMethodOptions(name, options, ctx), ctx);
+}

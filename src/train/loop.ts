@@ -1,0 +1,286 @@
+// The training loop. It knows nothing about any particular method and builds
+// nothing: `fit` takes a built run (setup.ts) and, for every batch,
+//   tensors -> method.beforeStep -> variableGrads(method.loss)
+//   -> method.transformGradients -> [clip] -> optimizer step
+//   -> method.afterStep -> dispose,
+// and tells its callbacks (callbacks.ts) what happened: after each step, at
+// each epoch's end, once the step has settled, on a stop and at the end.
+// Checkpoints, the metrics log, progress, precise BN, online kNN and Ctrl-C
+// are callbacks. A method that asks for it sees the training set once before
+// step 0 (method.warmUp). A resumed run takes the very same steps an
+// uninterrupted one would: every input of a step is either in the checkpoint
+// or a pure function of (seed, epoch, batch, step).
+import * as tf from '../core/tf.js';
+import type { NamedTensorMap, Scalar, Variable } from '@tensorflow/tfjs-core';
+import type { Batch, Loader } from '../data/index.js';
+import type { CheckpointState } from '../io/checkpoint.js';
+import type { Method, StepContext } from '../methods/method.js';
+import { disposeTensorBatch, toTensorBatch } from './data.js';
+import type { RunConfig } from './config.js';
+import type { EpochMetrics, StepMetrics } from './metrics.js';
+import { clipGradNorm, namedParameters, type Optimizer } from './optimizers.js';
+import type { Run } from './setup.js';
+
+export interface TrainResult {
+  outDir: string;
+  /** Optimizer steps done, over every session of the run. */
+  steps: number;
+  /** Epochs completed. */
+  epochs: number;
+  lastLoss: number;
+  /** The checkpoint holding the final state. */
+  checkpoint: string;
+  metrics: EpochMetrics[];
+  /** Stopped by a signal or an abort before the last epoch ended. */
+  stoppedEarly: boolean;
+}
+
+/** The loss became NaN or infinite; no update was applied and no checkpoint overwritten. */
+export class NonFiniteLossError extends Error {
+  constructor(
+    message: string,
+    readonly step: number,
+    readonly lastCheckpoint: string | null,
+  ) {
+    super(message);
+    this.name = 'NonFiniteLossError';
+  }
+}
+
+/** What `fit` tells its callbacks; each hook may be async, and they run in list order. */
+export interface TrainerCallback {
+  onTrainStart?(loop: Loop): void | Promise<void>;
+  onStepEnd?(loop: Loop, step: StepMetrics): void | Promise<void>;
+  /** An epoch's summary, before it is recorded: monitors may add to it (online kNN). */
+  onEpochEnd?(loop: Loop, summary: EpochMetrics): void | Promise<void>;
+  /** After each step and any epoch end, once pending signals have been heard: persistence goes here. */
+  onStepSettled?(loop: Loop, settled: { epochEnded: number | null; finished: boolean }): void | Promise<void>;
+  /** A stop was requested before the next step; the run ends after this. */
+  onStop?(loop: Loop): void | Promise<void>;
+  /** The loop ended without an error. */
+  onTrainEnd?(loop: Loop): void | Promise<void>;
+  /** Always called, last, even when training failed. */
+  dispose?(): void | Promise<void>;
+}
+
+/** The running state of one `fit`, which the checkpoint records, and the stop request. */
+export class Loop {
+  position: CheckpointState['position'];
+  metrics: EpochMetrics[];
+  accumulator: CheckpointState['epoch'];
+  /** The last checkpoint written (or resumed from), for the NaN message. */
+  lastSaved: { path: string; step: number } | null = null;
+  stopRequested: string | null = null;
+  private readonly elapsedBefore: number;
+  private started = performance.now();
+
+  constructor(
+    readonly run: Run,
+    readonly log: (line: string) => void,
+  ) {
+    this.position = run.state.position;
+    this.metrics = run.state.metrics;
+    this.accumulator = run.state.epoch;
+    this.elapsedBefore = run.state.elapsed;
+  }
+
+  /** Starts the clock of this session. */
+  startClock(): void {
+    this.started = performance.now();
+  }
+
+  /** Seconds of training, over every session of the run. */
+  elapsed(): number {
+    return this.elapsedBefore + (performance.now() - this.started) / 1000;
+  }
+
+  /** Stops after the current step, with a checkpoint. */
+  requestStop(why: string): void {
+    if (this.stopRequested) return;
+    this.stopRequested = why;
+    this.log(`${why}: stopping after this step and writing a checkpoint${why.startsWith('SIG') ? ' (again to exit at once)' : ''}`);
+  }
+
+  /** What a checkpoint written now records besides the tensors. */
+  checkpointState(): CheckpointState<RunConfig, EpochMetrics> {
+    const { config, data } = this.run;
+    return { config, position: this.position, data, metrics: this.metrics, epoch: this.accumulator, elapsed: this.elapsed() };
+  }
+}
+
+export function emptyAccumulator(): CheckpointState['epoch'] {
+  return { sums: {}, batches: 0, images: 0, seconds: 0 };
+}
+
+interface StepOutcome {
+  loss: number;
+  terms: Record<string, number>;
+}
+
+/**
+ * One optimizer step on `batch`. Every tensor it makes is disposed before it
+ * returns, except the new parameter and optimizer values. A non-finite loss
+ * returns before any update.
+ */
+function trainStep(
+  method: Method,
+  trainable: Variable[],
+  optimizer: Optimizer,
+  batch: Batch,
+  ctx: StepContext,
+  lr: number,
+  gradClip: number | undefined,
+): StepOutcome {
+  const tensors = toTensorBatch(batch);
+  let terms: Record<string, Scalar> = {};
+  try {
+    tf.tidy(() => method.beforeStep(ctx));
+    const { value, grads } = tf.variableGrads(() => {
+      const out = method.loss(tensors, ctx);
+      // Terms are read after the tape closes; keep them past its tidy.
+      terms = out.terms;
+      for (const t of Object.values(terms)) tf.keep(t);
+      return out.loss;
+    }, trainable);
+    let used: NamedTensorMap = grads;
+    try {
+      const outcome: StepOutcome = { loss: value.dataSync()[0]!, terms: {} };
+      for (const [name, t] of Object.entries(terms)) outcome.terms[name] = t.dataSync()[0]!;
+      if (!Number.isFinite(outcome.loss)) return outcome;
+      used = method.transformGradients(grads, ctx);
+      if (gradClip !== undefined) outcome.terms.gradNorm = clipGradNorm(used, gradClip);
+      optimizer.step(used, lr);
+      return outcome;
+    } finally {
+      value.dispose();
+      tf.dispose([...new Set([...Object.values(grads), ...Object.values(used)])]);
+      // Methods keep their state in buffers (Variable.assign), so a tidy loses nothing.
+    }
+  } finally {
+    tf.dispose(Object.values(terms));
+    disposeTensorBatch(tensors);
+  }
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** The warm-up pass draws its own order and augmentations, not epoch 0's. */
+const WARM_UP_EPOCH = -1;
+
+/**
+ * Runs `method.warmUp` over one pass of the loader; false if a stop was
+ * requested first. The run's checkpoint then sits at step 0, and resuming it
+ * warms up again from the start.
+ */
+async function warmUp(method: Method, loader: Loader, log: (line: string) => void, stopped: () => boolean): Promise<boolean> {
+  const started = performance.now();
+  log(`warm-up: ${method.name} embeds the training set once before the first step (${loader.batchesPerEpoch} batches)`);
+  for await (const batch of loader.epoch(WARM_UP_EPOCH)) {
+    const tensors = toTensorBatch(batch);
+    try {
+      tf.tidy(() => method.warmUp!(tensors));
+    } finally {
+      disposeTensorBatch(tensors);
+    }
+    await yieldToEventLoop();
+    if (stopped()) return false;
+  }
+  log(`warm-up: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  return true;
+}
+
+/** The epoch's means, as metrics.jsonl and the checkpoint record them. */
+function epochSummary(loop: Loop, epoch: number, lr: number): EpochMetrics {
+  const { sums, batches, images, seconds } = loop.accumulator;
+  const means = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / batches]));
+  const { loss, ...terms } = means;
+  return { epoch, step: loop.position.step, loss: loss!, terms, lr, imagesPerSec: images / seconds, seconds };
+}
+
+/** Trains `run` to its last epoch (or a stop), telling `callbacks` as it goes. */
+export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log: (line: string) => void }): Promise<TrainResult> {
+  const { config, method, loader, optimizer, lrAt, stepsPerEpoch, totalSteps } = run;
+  const loop = new Loop(run, log);
+  const trainable = namedParameters(method).map((p) => p.variable);
+  const each = async (hook: (cb: TrainerCallback) => void | Promise<void>) => {
+    for (const cb of callbacks) await hook(cb);
+  };
+  try {
+    await each((cb) => cb.onTrainStart?.(loop));
+    log(
+      `train: ${config.method} on ${config.dataset.name} (${run.trainSet.count} images), ${config.model.arch} width ${config.model.width}, ` +
+        `${config.epochs} epochs x ${stepsPerEpoch} steps of ${config.batchSize}, ${config.optimizer.name}, backend ${run.backend}, out ${run.outDir}`,
+    );
+    loop.startClock();
+    let lastLoss = loop.metrics.at(-1)?.loss ?? Number.NaN;
+    let stoppedEarly = false;
+    method.train();
+    if (method.warmUp && loop.position.step === 0) stoppedEarly = !(await warmUp(method, loader, log, () => loop.stopRequested !== null));
+    let tick = performance.now();
+    outer: for (let epoch = stoppedEarly ? config.epochs : loop.position.epoch; epoch < config.epochs; epoch++) {
+      const from = epoch === loop.position.epoch ? loop.position.batch : 0;
+      tf.tidy(() => method.onEpochStart(epoch));
+      for await (const batch of loader.epoch(epoch, from)) {
+        if (loop.stopRequested) {
+          await each((cb) => cb.onStop?.(loop));
+          stoppedEarly = true;
+          break outer;
+        }
+        const step = loop.position.step;
+        const ctx: StepContext = { step, epoch, totalSteps };
+        const lr = lrAt(step);
+        const { loss, terms } = trainStep(method, trainable, optimizer, batch, ctx, lr, config.optimizer.gradClip);
+        if (!Number.isFinite(loss)) {
+          const saved = loop.lastSaved;
+          const kept = saved ? `the last good checkpoint, ${saved.path} (step ${saved.step}), is kept` : 'no checkpoint had been written yet';
+          const message = `loss is ${loss} at step ${step} (epoch ${epoch + 1}, batch ${batch.index}); training stopped, no update applied; ${kept}`;
+          log(message);
+          throw new NonFiniteLossError(message, step, saved?.path ?? null);
+        }
+        const now = performance.now();
+        const seconds = (now - tick) / 1000;
+        tick = now;
+        const images = batch.indices.length;
+        lastLoss = loss;
+        loop.position = { step: step + 1, epoch, batch: batch.index + 1 };
+        const acc = loop.accumulator;
+        acc.batches++;
+        acc.images += images;
+        acc.seconds += seconds;
+        for (const [name, v] of Object.entries({ loss, ...terms })) acc.sums[name] = (acc.sums[name] ?? 0) + v;
+        const line: StepMetrics = { kind: 'step', step, epoch, batch: batch.index, loss, terms, lr, imagesPerSec: images / seconds, elapsed: loop.elapsed() };
+        await each((cb) => cb.onStepEnd?.(loop, line));
+
+        const epochEnded = batch.index + 1 === stepsPerEpoch ? epoch : null;
+        if (epochEnded !== null) {
+          const summary = epochSummary(loop, epoch, lr);
+          await each((cb) => cb.onEpochEnd?.(loop, summary));
+          loop.metrics = [...loop.metrics, summary];
+          loop.position = { step: loop.position.step, epoch: epoch + 1, batch: 0 };
+          loop.accumulator = emptyAccumulator();
+          tick = performance.now();
+        }
+        // Signal handlers and abort listeners run here, between steps.
+        await yieldToEventLoop();
+        const finished = loop.position.step === totalSteps;
+        await each((cb) => cb.onStepSettled?.(loop, { epochEnded, finished }));
+        if (loop.stopRequested && !finished) {
+          stoppedEarly = true;
+          break outer;
+        }
+      }
+    }
+    await each((cb) => cb.onTrainEnd?.(loop));
+    return {
+      outDir: run.outDir,
+      steps: loop.position.step,
+      epochs: loop.position.epoch,
+      lastLoss,
+      checkpoint: run.lastPath,
+      metrics: loop.metrics,
+      stoppedEarly,
+    };
+  } finally {
+    for (const cb of [...callbacks].reverse()) await cb.dispose?.();
+  }
+}

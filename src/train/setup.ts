@@ -1,0 +1,180 @@
+// Building a run from its config: the output folder, the backend, the
+// training set, the method (from the registry, with its options resolved and
+// recorded), the loader, the optimizer and the schedule, and, when resuming,
+// the state the last checkpoint holds. `fit` (loop.ts) then runs it.
+import { existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import { useBackend } from '../backend/select.js';
+import { writeFileAtomic } from '../core/files.js';
+import { dataFacts, loadTrainingSet, recipeOptions, type DataFacts } from '../data/dataset_config.js';
+import { Loader, type ImageSet } from '../data/index.js';
+import { LAST_CHECKPOINT, readCheckpoint, restoreMethod, restoreOptimizer, type Checkpoint, type CheckpointState } from '../io/checkpoint.js';
+import { createMethod, resolveMethodOptions, type Method, type MethodContext } from '../methods/index.js';
+import { archLabel, buildBackbone } from '../nn/backbone.js';
+import { parseRunConfig, type RunConfig } from './config.js';
+import type { EpochMetrics } from './metrics.js';
+import { createOptimizer, namedParameters, type Optimizer } from './optimizers.js';
+import { createLrSchedule, type LrSchedule } from './schedules.js';
+
+/** What a method is built from: the config's backbone and seed, and the training set's facts. */
+export function methodContext(config: RunConfig, facts: DataFacts & { datasetSize: number }): MethodContext {
+  return {
+    backbone: () => buildBackbone(config.model, facts.channels, config.seed),
+    channels: facts.channels,
+    numClasses: facts.numClasses,
+    datasetSize: facts.datasetSize,
+    recipe: recipeOptions(config.dataset.size, facts.channels),
+    seed: config.seed,
+  };
+}
+
+/** The method `config` names, built for data with `facts`. */
+export function buildMethod(config: RunConfig, facts: DataFacts & { datasetSize: number }): Method {
+  return createMethod(config.method, config.methodOptions, methodContext(config, facts));
+}
+
+/** Where a run is, and what it has recorded so far; the checkpoint holds exactly this. */
+export interface RunState {
+  position: CheckpointState['position'];
+  metrics: EpochMetrics[];
+  epoch: CheckpointState['epoch'];
+  /** Seconds of training before this session. */
+  elapsed: number;
+}
+
+export interface Run {
+  /** Resolved: the method's options with every default filled in, as recorded in config.yaml and checkpoints. */
+  config: RunConfig;
+  outDir: string;
+  lastPath: string;
+  backend: string;
+  trainSet: ImageSet;
+  facts: DataFacts;
+  method: Method;
+  loader: Loader;
+  optimizer: Optimizer;
+  lrAt: LrSchedule;
+  stepsPerEpoch: number;
+  totalSteps: number;
+  /** The data order, as checkpoints record it. */
+  data: CheckpointState['data'];
+  /** The checkpoint's state when resuming, else a fresh start. */
+  state: RunState;
+  /** Set when resuming. */
+  resumedFrom: string | null;
+  /** Closes the loader and frees the method's and optimizer's tensors. */
+  dispose(): Promise<void>;
+}
+
+export interface SetupOptions {
+  /** Continue `<out>/last.safetensors` exactly where it stopped. */
+  resume?: boolean;
+  log?: (line: string) => void;
+  /** Train this method instead of building the one the config names (tests, plug-ins); its state must match the config's. */
+  method?: (ctx: MethodContext) => Method;
+}
+
+/** Keys a resumed run takes from the new config; every other key comes from the checkpoint. */
+const RUNTIME_KEYS = new Set<keyof RunConfig>(['out', 'epochs', 'workers', 'backend', 'checkpoint', 'onlineKnn']);
+
+function resumeConfig(given: RunConfig, saved: RunConfig, log: (line: string) => void): RunConfig {
+  const merged: Record<string, unknown> = { ...saved };
+  for (const key of Object.keys(given) as Array<keyof RunConfig>) {
+    if (RUNTIME_KEYS.has(key)) merged[key] = given[key];
+    else if (JSON.stringify(given[key]) !== JSON.stringify(saved[key])) {
+      log(`resume: keeping the checkpoint's ${key} ${JSON.stringify(saved[key])} (the given config says ${JSON.stringify(given[key])})`);
+    }
+  }
+  return merged as RunConfig;
+}
+
+/** Errors unless `checkpoint` was trained by the method and model `config` asks for. */
+export function assertCompatible(checkpoint: Checkpoint, config: RunConfig): void {
+  const { path } = checkpoint;
+  if (checkpoint.method !== config.method) {
+    throw new Error(`checkpoint ${path}: written by method '${checkpoint.method}', this run uses '${config.method}'`);
+  }
+  const want = archLabel(config.model);
+  if (checkpoint.arch !== want) throw new Error(`checkpoint ${path}: holds a ${checkpoint.arch}, this run builds a ${want}`);
+}
+
+/** Builds the run `config` describes (resuming its checkpoint with `opts.resume`). */
+export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Promise<Run> {
+  const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  const outDir = resolve(config.out);
+  const lastPath = join(outDir, LAST_CHECKPOINT);
+
+  let resumed: Checkpoint | null = null;
+  if (opts.resume) {
+    if (!existsSync(lastPath)) throw new Error(`resume: ${lastPath} not found; there is no run to resume in ${outDir}`);
+    resumed = readCheckpoint(lastPath);
+    const saved = parseRunConfig(resumed.state.config, `checkpoint ${lastPath}: its config`);
+    assertCompatible(resumed, config);
+    config = resumeConfig(config, saved, log);
+  } else if (existsSync(lastPath)) {
+    throw new Error(`${outDir} already holds a run (${LAST_CHECKPOINT}); resume it, or choose another output folder`);
+  }
+  mkdirSync(outDir, { recursive: true });
+
+  const backend = await useBackend(config.backend);
+  const trainSet = await loadTrainingSet(config.dataset);
+  const facts = dataFacts(trainSet);
+  const ctx = methodContext(config, { ...facts, datasetSize: trainSet.count });
+  // Recorded resolved, so a later change of a default never changes what --resume builds.
+  config = { ...config, methodOptions: resolveMethodOptions(config.method, config.methodOptions, ctx) };
+  const method = opts.method ? opts.method(ctx) : createMethod(config.method, config.methodOptions, ctx);
+  const cleanups: Array<() => unknown> = [() => method.dispose()];
+  const dispose = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  };
+  try {
+    const loader = new Loader(trainSet, method.pipeline(), {
+      batchSize: config.batchSize,
+      seed: config.seed,
+      workers: config.workers,
+      shuffle: true,
+      // Equal batches keep BN statistics comparable; a set smaller than a batch is one batch.
+      dropLast: trainSet.count >= config.batchSize,
+    });
+    cleanups.push(() => loader.close());
+    const stepsPerEpoch = loader.batchesPerEpoch;
+    const optimizer = createOptimizer(config.optimizer, namedParameters(method));
+    cleanups.push(() => optimizer.dispose());
+    let state: RunState = { position: { step: 0, epoch: 0, batch: 0 }, metrics: [], epoch: { sums: {}, batches: 0, images: 0, seconds: 0 }, elapsed: 0 };
+    if (resumed) {
+      const saved = resumed.state;
+      if (saved.data.datasetCount !== trainSet.count || saved.data.batchSize !== config.batchSize) {
+        throw new Error(
+          `checkpoint ${resumed.path}: trained on ${saved.data.datasetCount} images in batches of ${saved.data.batchSize}, ` +
+            `this run has ${trainSet.count} in batches of ${config.batchSize}; the data order would differ`,
+        );
+      }
+      restoreMethod(resumed, method);
+      restoreOptimizer(resumed, optimizer);
+      state = { position: saved.position, metrics: saved.metrics as EpochMetrics[], epoch: saved.epoch, elapsed: saved.elapsed };
+    }
+    writeFileAtomic(join(outDir, 'config.yaml'), toYaml(config));
+    return {
+      config,
+      outDir,
+      lastPath,
+      backend,
+      trainSet,
+      facts,
+      method,
+      loader,
+      optimizer,
+      lrAt: createLrSchedule(config, stepsPerEpoch),
+      stepsPerEpoch,
+      totalSteps: stepsPerEpoch * config.epochs,
+      data: { ...facts, seed: config.seed, datasetCount: trainSet.count, batchSize: config.batchSize, stepsPerEpoch },
+      state,
+      resumedFrom: resumed ? lastPath : null,
+      dispose,
+    };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
