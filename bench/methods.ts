@@ -1,4 +1,4 @@
-// The methods benchmark (issue 5): every method pretrains ResNet-18 at width
+// The methods benchmark: every method pretrains ResNet-18 at width
 // 16 (CIFAR stem, 28x28 padded to 32) on the first 20,000 Fashion-MNIST
 // training images for 5 epochs at batch 256, then its Res5 features are judged
 // on the 10,000 test images: weighted kNN (k=200, T=0.1) with the 20,000

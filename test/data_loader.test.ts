@@ -1,6 +1,10 @@
 // The loader: same seed gives the same batches (whatever the worker count),
 // shuffling covers each sample once per epoch, drop_last, and clean shutdown.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { arrayImageSet } from '../src/data/image_set.js';
 import { Loader, type LoaderOptions } from '../src/data/loader.js';
@@ -96,10 +100,45 @@ describe('Loader', () => {
     }, /used after close/);
   });
 
-  test('an unclosed, idle loader does not keep the process alive', async () => {
-    // If worker refs leaked, the test runner would hang on this file and time out.
-    const loader = new Loader(set, twoViewPipeline('byol'), { batchSize: 10, workers: 1 });
-    for await (const b of loader.epoch(0)) void b;
+  test('an unclosed, idle loader does not keep the process alive', () => {
+    // In a child process: read one epoch with a worker thread, never close the
+    // loader, and the process must still exit by itself. The scenario is a
+    // script file, not `node --input-type=module -e`, because worker threads
+    // inherit the parent's execArgv and reject --input-type.
+    const url = (file: string) => JSON.stringify(new URL(`../src/${file}`, import.meta.url).href);
+    const script = `
+      import { arrayImageSet } from ${url('data/image_set.js')};
+      import { Loader } from ${url('data/loader.js')};
+      import { Rng } from ${url('core/random.js')};
+      import { twoViewPipeline } from ${url('data/recipes.js')};
+      const r = Rng.seeded(11);
+      const set = arrayImageSet(
+        Uint8Array.from({ length: 50 * 28 * 28 }, () => r.int(0, 255)),
+        { count: 50, height: 28, width: 28, channels: 1 },
+        Array.from({ length: 50 }, (_, i) => i % 10),
+      );
+      const loader = new Loader(set, twoViewPipeline('byol'), { batchSize: 10, workers: 1 });
+      let batches = 0;
+      for await (const b of loader.epoch(0)) batches++;
+      process.stdout.write('batches ' + batches + '\\n');
+    `;
+    const dir = mkdtempSync(join(tmpdir(), 'selfsup-loader-exit-'));
+    const file = join(dir, 'unclosed_loader.mjs');
+    writeFileSync(file, script);
+    const timeoutMs = 10_000;
+    let child;
+    try {
+      child = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const output = `stdout: ${child.stdout.trim()}\nstderr: ${child.stderr.trim()}`;
+    if ((child.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') {
+      assert.fail(`the child process was still alive after ${timeoutMs} ms, killed: the unclosed loader keeps the process alive\n${output}`);
+    }
+    assert.ifError(child.error);
+    assert.equal(child.status, 0, `the child process exited with ${child.status ?? child.signal}\n${output}`);
+    assert.match(child.stdout, /^batches 5$/m, `the child did not read the epoch\n${output}`);
   });
 
   test('bad options and pipelines fail at construction, with clear messages', () => {

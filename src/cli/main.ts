@@ -2,7 +2,6 @@
 // The `selfsup` command. Each subcommand lives in its own module and adds
 // itself to the program, so this file only lists them.
 import { Command } from 'commander';
-import { registerBenchCommand } from './bench.js';
 import { registerDataCommand } from './data.js';
 import { registerDemoCommand } from './demo.js';
 import { registerEvalCommand } from './eval.js';
@@ -14,7 +13,6 @@ const program = new Command()
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: true });
 
-registerBenchCommand(program);
 registerDataCommand(program);
 registerDemoCommand(program);
 registerEvalCommand(program);

@@ -1,4 +1,4 @@
-// Loader throughput, for `npm run bench` (issue 3, item 6). Views are output
+// Loader throughput, for `npm run bench` (bench/engines.ts). Views are output
 // images: a jigsaw set of 9 patches counts 9.
 import type { ImageSet } from './image_set.js';
 import { Loader } from './loader.js';

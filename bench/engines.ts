@@ -1,32 +1,34 @@
-// `selfsup bench`: training-step throughput of the reference models on each
-// tfjs backend and on PyTorch CPU, the ratios DESIGN.md's 2x target is judged
-// by, and a per-kernel profile of one step. A step is forward, softmax
-// cross-entropy, backward and the trainer's momentum-SGD update (lr 0.01,
-// momentum 0.9, as torch.optim.SGD), finished by reading the loss; we report
-// the median over timed steps after warm-up. PyTorch runs as a subprocess of Debian's /usr/bin/python3 with
-// bench/pytorch_step.py, at 1 and 2 threads, and its better figure counts.
-// Native and PyTorch steps are interleaved (one native step, then one PyTorch
-// step at each thread count, round after round): this shared VM's speed
-// drifts by 30% from minute to minute, and timing the engines minutes apart
-// made the ratio a measure of that drift (PyTorch's ResNet-18 step here
-// measured 1.34 s in one bench run and 1.97 s half an hour later).
-import { Mulberry32 } from '../core/random.js';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+// The engine benchmark: training-step throughput of the reference models on
+// each tfjs backend and on PyTorch CPU, the ratios the 2x target of
+// docs/architecture.md is judged by, and a per-kernel profile of one step.
+//
+//   npm run bench                              everything (models a,b,c)
+//   npm run bench -- --models c --quick --no-profile --no-loader
+//
+// A step is forward, softmax cross-entropy, backward and the trainer's
+// momentum-SGD update (lr 0.01, momentum 0.9, as torch.optim.SGD), finished by
+// reading the loss; we report the median over timed steps after warm-up.
+// PyTorch runs as a subprocess (bench/pytorch_server.ts) at 1 and 2 threads,
+// and its better figure counts. Native and PyTorch steps are interleaved (one
+// native step, then one PyTorch step at each thread count, round after round)
+// so that the machine's speed drift hits both engines alike.
+// Results go to bench/results/<timestamp>.json in the repository.
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
-import { InvalidArgumentError, type Command } from 'commander';
-import * as tf from '../core/tf.js';
+import { Command } from 'commander';
+import * as tf from '../src/core/tf.js';
 import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
-import { BACKEND_NAMES, useBackend, type BackendName } from '../backend/select.js';
-import { ConvNet, ResNet, normal } from '../nn/index.js';
-import { writeFileAtomic } from '../core/files.js';
-import { SGD, namedParameters } from '../train/optimizers.js';
-import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../data/index.js';
-
-const PYTHON = '/usr/bin/python3';
+import { BACKEND_NAMES, useBackend, type BackendName } from '../src/backend/select.js';
+import { positiveInt } from '../src/cli/options.js';
+import { Mulberry32 } from '../src/core/random.js';
+import { ConvNet, ResNet, normal } from '../src/nn/index.js';
+import { writeFileAtomic } from '../src/core/files.js';
+import { SGD, namedParameters } from '../src/train/optimizers.js';
+import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../src/data/index.js';
+import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
 
 /** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
 interface ModelSpec {
@@ -133,59 +135,6 @@ function trainingStep(spec: ModelSpec, batch: number) {
   };
 }
 
-/** bench/pytorch_step.py: PyTorch steps on request (its serve()). */
-class PytorchServer {
-  private readonly child;
-  private readonly lines: string[] = [];
-  private waiting: ((line: string | null) => void) | null = null;
-  private stderrTail = '';
-  private closed = false;
-
-  constructor(spec: ModelSpec, batch: number) {
-    const script = path.join(repoRoot(), 'bench', 'pytorch_step.py');
-    this.child = spawn(PYTHON, [script, '--spec', JSON.stringify(spec), '--batch', String(batch)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let partial = '';
-    this.child.stdout.on('data', (d: Buffer) => {
-      const parts = (partial + d.toString()).split('\n');
-      partial = parts.pop()!;
-      for (const line of parts) this.push(line);
-    });
-    this.child.stderr.on('data', (d: Buffer) => (this.stderrTail = (this.stderrTail + d.toString()).slice(-2000)));
-    this.child.on('close', () => {
-      this.closed = true;
-      this.waiting?.(null);
-    });
-  }
-
-  private push(line: string): void {
-    if (this.waiting) {
-      const resolve = this.waiting;
-      this.waiting = null;
-      resolve(line);
-    } else this.lines.push(line);
-  }
-
-  private async next(): Promise<unknown> {
-    const line = this.lines.shift() ?? (this.closed ? null : await new Promise<string | null>((resolve) => (this.waiting = resolve)));
-    if (line === null) throw new Error(`pytorch_step.py exited: ${this.stderrTail.trim().split('\n').at(-1) ?? ''}`);
-    return JSON.parse(line);
-  }
-
-  /** Waits for the model to be built; its parameter count. */
-  async ready(): Promise<number> {
-    return ((await this.next()) as { parameters: number }).parameters;
-  }
-
-  async steps(threads: number, count: number): Promise<number[]> {
-    this.child.stdin.write(`${threads} ${count}\n`);
-    return ((await this.next()) as { stepsMs: number[] }).stepsMs;
-  }
-
-  close(): void {
-    this.child.stdin.end();
-  }
-}
-
 const PYTORCH_THREADS = [1, 2];
 
 /** PyTorch's figure: the thread count whose steps have the lower median. */
@@ -196,7 +145,7 @@ function bestPytorch(stepsByThreads: Map<number, number[]>, batch: number, param
 
 /** PyTorch alone (when native is not timed): warm-up, then `steps` steps at each thread count. */
 async function timePytorch(spec: ModelSpec, batch: number, steps: number, warmup: number): Promise<EngineResult> {
-  const server = new PytorchServer(spec, batch);
+  const server = new PytorchServer(pytorchScript(), spec, batch);
   try {
     const parameters = await server.ready();
     const stepsByThreads = new Map<number, number[]>();
@@ -227,7 +176,7 @@ async function timeNativeAndPytorch(spec: ModelSpec, batch: number, steps: numbe
     return { native: { skipped: why }, pytorch: await timePytorch(spec, batch, steps, warmup) };
   }
   const run = trainingStep(spec, batch);
-  const server = new PytorchServer(spec, batch);
+  const server = new PytorchServer(pytorchScript(), spec, batch);
   try {
     const parameters = await server.ready();
     const nativeMs: number[] = [];
@@ -303,23 +252,22 @@ async function timeTfjs(spec: ModelSpec, batch: number, backend: BackendName, st
   }
 }
 
+/**
+ * The repository root: the nearest folder above this file whose package.json
+ * is selfsup's (this file runs as dist/bench/engines.js).
+ */
 function repoRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'package.json'))) {
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'selfsup') return dir;
     const up = path.dirname(dir);
-    if (up === dir) throw new Error('bench: cannot find the selfsup package root');
+    if (up === dir) throw new Error(`cannot find the selfsup repository above ${fileURLToPath(import.meta.url)}`);
     dir = up;
   }
-  return dir;
 }
 
-/** Why PyTorch cannot run here, or undefined when it can. */
-function pytorchUnavailable(): string | undefined {
-  const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (probe.error) return `${PYTHON} not found`;
-  if (probe.status !== 0) return `${PYTHON} cannot import torch (apt-get install python3-torch)`;
-  return undefined;
-}
+const pytorchScript = () => path.join(repoRoot(), 'bench', 'pytorch_step.py');
 
 /** Per-kernel time of one training step (after one warm-up step), aggregated by kernel name. */
 async function profileStep(spec: ModelSpec, batch: number): Promise<{ totalMs: number; kernels: KernelProfileRow[] }> {
@@ -406,8 +354,6 @@ function profileTable(spec: ModelSpec, batch: number, backend: string, profile: 
   return lines.join('\n');
 }
 
-/** Writes `file` via a temporary file and a rename, so a reader never sees half of it. */
-
 function pickModels(list: string): ModelSpec[] {
   return list.split(',').map((name) => {
     const spec = MODELS.find((m) => m.key === name.trim() || m.id === name.trim());
@@ -424,7 +370,7 @@ function pickBackends(list: string): BackendName[] {
   });
 }
 
-export async function runBench(opts: BenchOptions): Promise<void> {
+async function runBench(opts: BenchOptions): Promise<void> {
   const models = pickModels(opts.models);
   const backends = pickBackends(opts.backends);
   const profileSpec = opts.profile === false ? undefined : pickModels(opts.profile)[0];
@@ -435,8 +381,8 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   const noPytorch = opts.pytorch ? pytorchUnavailable() : '--no-pytorch';
   if (noPytorch && opts.pytorch) say(`note: PyTorch skipped: ${noPytorch}`);
 
-  // Engines take turns over all models, wasm last: once its multi-gigabyte
-  // heap exists, later native steps in the same process ran 3-4x slower.
+  // Engines take turns over all models, wasm last: its multi-gigabyte heap
+  // slows every later native step in the same process.
   const results = new Map(models.map((spec) => [spec.key, {} as Record<string, EngineResult>]));
   const batchOf = (spec: ModelSpec) => opts.batch ?? spec.batch;
   const timeBackend = async (backend: BackendName) => {
@@ -486,7 +432,6 @@ export async function runBench(opts: BenchOptions): Promise<void> {
   });
   if (profile && profileSpec) say(profileTable(profileSpec, profile.batch, profile.backend, profile));
 
-
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(repoRoot(), 'bench', 'results', `${stamp}.json`);
   const json = {
@@ -517,9 +462,9 @@ interface LoaderRow extends ThroughputResult {
 }
 
 /**
- * Loader throughput in views/s for the two pipelines issue 3 names, on
- * Fashion-MNIST. The bar is 3x the training throughput of ResNet-18 at width
- * 16, so the data never starves the model.
+ * Loader throughput in views/s for the MoCo v2 two-view and the DetCo
+ * pipelines, on Fashion-MNIST. The bar is 3x the training throughput of
+ * ResNet-18 at width 16, so the data never starves the model.
  */
 async function benchLoader(
   opts: BenchOptions,
@@ -559,16 +504,10 @@ async function benchLoader(
   return rows;
 }
 
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-
-export function registerBenchCommand(program: Command): void {
-  program
-    .command('bench')
+async function main(): Promise<void> {
+  const program = new Command('bench')
     .description('training-step throughput (images/s) on each backend and on PyTorch CPU, with a per-kernel profile')
+    .showHelpAfterError()
     .option('--models <list>', `models: ${MODELS.map((m) => `${m.key} = ${m.id} (${m.label}, batch ${m.batch})`).join('; ')}`, 'a,b,c')
     .option('--backends <list>', 'tfjs backends to time, those that load', 'native,wasm')
     .option('--steps <n>', 'timed steps per engine; the median is reported', positiveInt, 10)
@@ -583,5 +522,11 @@ export function registerBenchCommand(program: Command): void {
     .option('--json', 'print the JSON results on stdout (tables go to stderr)')
     .option('--no-loader', 'skip the data-loader throughput section')
     .option('--loader-workers <list>', 'worker counts to time the loader with', '0,1,2')
-    .action((opts: BenchOptions) => runBench(opts));
+    .parse();
+  await runBench(program.opts<BenchOptions>());
 }
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
