@@ -2,6 +2,7 @@
 // [KH, KW, IC/groups, OC] (depthwise: [KH, KW, C, multiplier]), via oneDNN.
 // Weights are reordered into whatever blocked layout the chosen oneDNN
 // implementation prefers; activations stay NHWC end to end.
+#include <string>
 #include <algorithm>
 #include <cstdlib>
 
@@ -219,6 +220,11 @@ Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
                                                s.anyWeights(), db ? s.bias() : memory::desc(), activations(s.dst()),
                                                s.strides(), s.dilates(), s.padL(), s.padR());
     dnnl::convolution_backward_weights::primitive_desc pd(d, cpuEngine(), forwardPd(s, db != nullptr, false, false));
+    // oneDNN 2.6's jit_1x1:avx2 backward-weights kernel can spin forever in
+    // its threads' barrier (seen on 2 threads, ResNet's strided 1x1
+    // shortcut); the next implementation (gemm) is taken instead.
+    while (std::string(pd.impl_info_str()).rfind("jit_1x1:avx2", 0) == 0 && pd.next_impl()) {
+    }
     return ConvPrimitive{dnnl::convolution_backward_weights(pd), pd.src_desc(), pd.diff_weights_desc(),
                          pd.diff_dst_desc()};
   });
