@@ -22,7 +22,7 @@ import { Command } from 'commander';
 import * as tf from '../src/core/tf.js';
 import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { BACKEND_NAMES, useBackend, type BackendName } from '../src/backend/select.js';
-import { positiveInt } from '../src/cli/options.js';
+import { positiveInt } from '../src/app/flags.js';
 import { Mulberry32 } from '../src/core/random.js';
 import { ConvNet, ResNet, normal } from '../src/nn/index.js';
 import { writeFileAtomic } from '../src/core/files.js';

@@ -22,7 +22,7 @@ import { nativeAddon } from '../src/backend/native_addon.js';
 import { useBackend } from '../src/backend/select.js';
 import { evaluate as evaluateCheckpoint, parseRunConfig, train } from '../src/app/index.js';
 import type { BackendChoice } from '../src/backend/select.js';
-import { nonNegativeInt, positiveInt } from '../src/cli/options.js';
+import { nonNegativeInt, positiveInt } from '../src/app/flags.js';
 import { writeFileAtomic } from '../src/core/files.js';
 import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
 

@@ -84,6 +84,17 @@ describe('resolveRunConfig', () => {
     assert.throws(() => resolveRunConfig({ flags: { out: 'runs/x', epochs: 0 } }), /--epochs: Number must be greater than 0/);
   });
 
+  test('the method and its options are checked when the config is parsed, naming the key', () => {
+    assert.throws(() => resolveRunConfig({ flags: { out: 'runs/x', method: 'mocov9' } }), /--method: unknown method 'mocov9'; choose one of .*detco.*mocov2/);
+    const path = yamlFile('pirl.yaml', 'out: runs/x\nmethod: pirl\nmethodOptions:\n  lambda: 2\n  negative: 10\n');
+    assert.throws(() => resolveRunConfig({ configPath: path }), (err: Error) => {
+      assert.match(err.message, /pirl\.yaml: methodOptions\.lambda: Number must be less than or equal to 1 \(pirl\)/);
+      assert.match(err.message, /pirl\.yaml: unknown key 'methodOptions\.negative'/);
+      return true;
+    });
+    assert.throws(() => resolveRunConfig({ flags: { out: 'runs/x', method: 'supervised' }, base: { methodOptions: { dim: 3 } } }), /unknown key 'methodOptions\.dim'/);
+  });
+
   test('a missing --out says how to give it', () => {
     assert.throws(() => resolveRunConfig({ flags: { epochs: 1 } }), /out: Required \(set it with --out\)/);
   });

@@ -1,11 +1,11 @@
 // `selfsup pretrain` then `selfsup eval knn|linear`, as a user runs them, in
 // child processes: a YAML run file plus flags, a tiny supervised run on
 // Fashion-MNIST, then both protocols with --json (the second from cached
-// features).
+// features), each writing its EvalReport under the run folder.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,18 +32,25 @@ test('pretrain (YAML + flags) -> eval knn -> eval linear from cached features', 
   const knnRun = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--json');
   const knn = JSON.parse(knnRun.stdout);
   assert.equal(knn.protocol, 'knn');
-  assert.equal(knn.trainImages, 300);
-  assert.equal(knn.testImages, 200);
-  assert.equal(knn.dim, 32, 'res5 of a width-4 ResNet-18');
-  assert.equal(knn.weighted.k, 200);
-  assert.equal(knn.majority.k, 20);
-  for (const v of [knn.weighted.top1, knn.majority.top1]) assert.ok(v > 20 && v <= 100, `kNN top-1 ${v} beats chance`);
+  assert.equal(knn.checkpoint.path, join(out, 'last.safetensors'));
+  assert.match(knn.checkpoint.sha256, /^[0-9a-f]{64}$/);
+  assert.equal(knn.checkpoint.method, 'supervised');
+  assert.deepEqual(knn.data, { name: 'fashion-mnist', trainImages: 300, testImages: 200, stage: 'res5', dim: 32 }, 'res5 of a width-4 ResNet-18');
+  assert.equal(knn.options.k, 200);
+  assert.equal(knn.options.majorityK, 20);
+  assert.equal(knn.details.weighted.top1, knn.metrics.top1);
+  for (const v of [knn.metrics.top1, knn.metrics.majorityTop1]) assert.ok(v > 20 && v <= 100, `kNN top-1 ${v} beats chance`);
   assert.match(knnRun.stderr, /train: 300 images, res5 features extracted/);
+  // The report is written atomically under the run folder, and --json printed the same object.
+  const reportFile = knnRun.stderr.match(/report: (.+\.json)\n/)?.[1];
+  assert.ok(reportFile && reportFile.startsWith(join(out, 'eval', 'knn-')), knnRun.stderr);
+  assert.deepEqual(JSON.parse(readFileSync(reportFile, 'utf8')), knn);
 
   const linearRun = selfsup('eval', 'linear', '--checkpoint', join(out, 'last.safetensors'), '--limit', '300', '--test-limit', '200', '--epochs', '3', '--json');
   const linear = JSON.parse(linearRun.stdout);
   assert.equal(linear.protocol, 'linear');
-  assert.ok(linear.top1 > 20 && linear.top1 <= 100 && linear.top5 >= linear.top1, JSON.stringify(linear));
+  assert.equal(linear.options.epochs, 3);
+  assert.ok(linear.metrics.top1 > 20 && linear.metrics.top1 <= 100 && linear.metrics.top5 >= linear.metrics.top1, JSON.stringify(linear));
   assert.match(linearRun.stderr, /train: 300 images, res5 features from the cache/);
   assert.equal(readdirSync(join(out, 'features')).length, 2);
 
@@ -51,8 +58,11 @@ test('pretrain (YAML + flags) -> eval knn -> eval linear from cached features', 
   const initRun = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--random-init', '--json');
   const init = JSON.parse(initRun.stdout);
   assert.match(initRun.stderr, /train: 300 images, res5 features extracted/);
-  assert.notDeepEqual(init.weighted, knn.weighted);
+  assert.equal(init.checkpoint.randomInit, true);
+  assert.equal(init.checkpoint.sha256, null);
+  assert.notDeepEqual(init.metrics, knn.metrics);
   assert.equal(readdirSync(join(out, 'features')).length, 4);
+  assert.equal(readdirSync(join(out, 'eval')).length, 3, 'one report per protocol and option set');
 
   const table = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--stage', 'res4');
   assert.match(table.stdout, /kNN on res4 \(16-d\), 300 train -> 200 test images\nprotocol +top-1 +top-5\nk=200 weighted, T=0\.1 +\d+\.\d\d +\d+\.\d\d\nk=20 majority +\d+\.\d\d +\d+\.\d\d\n/);

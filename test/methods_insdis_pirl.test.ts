@@ -12,7 +12,8 @@ import { readCheckpoint } from '../src/io/checkpoint.js';
 import { train } from '../src/train/trainer.js';
 import { epochLosses, fashionMethod, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 import { bufferValues } from './helpers.js';
-import { methodNames, type TensorBatch } from '../src/methods/index.js';
+import { methodNames, resolveMethodOptions, type TensorBatch } from '../src/methods/index.js';
+import { methodContext } from '../src/train/setup.js';
 import { InsDis } from '../src/methods/insdis.js';
 import { PIRL } from '../src/methods/pirl.js';
 
@@ -32,9 +33,12 @@ test('insdis and pirl are registered; the bank is sized from the dataset; bad op
   assert.deepEqual(method.memory.bank.shape, [128, 128]);
   assert.deepEqual([method.options.temperature, method.options.negatives, method.memory.momentum], [0.2, 4096, 0.9]);
   method.dispose();
-  assert.throws(() => fashionMethod(tinyConfig('insdis', { methodOptions: { negative: 10 } }, 0.05)), /methodOptions for insdis.*\n.*negative/s);
-  assert.throws(() => fashionMethod(tinyConfig('pirl', { methodOptions: { lambda: 2 } }, 0.05)), /methodOptions for pirl.*\n\s+lambda/s);
-  assert.throws(() => fashionMethod(tinyConfig('pirl', { dataset: { name: 'folder:/nowhere' } }, 0.05)), /set bankSize/);
+  assert.throws(() => tinyConfig('insdis', { methodOptions: { negative: 10 } }, 0.05), /methodOptions: Unrecognized key\(s\) in object: 'negative' \(insdis\)/);
+  assert.throws(() => tinyConfig('pirl', { methodOptions: { lambda: 2 } }, 0.05), /methodOptions\.lambda: Number must be less than or equal to 1 \(pirl\)/);
+  // The bank holds one row per training image unless bankSize says otherwise; the run records the size it used.
+  const ctx = methodContext(tinyConfig('pirl', {}, 0.05), { channels: 1, numClasses: 10, datasetSize: 77 });
+  assert.equal(resolveMethodOptions('pirl', {}, ctx).bankSize, 77);
+  assert.equal(resolveMethodOptions('insdis', { bankSize: 5 }, ctx).bankSize, 5);
 });
 
 test('the embeddings are BN-centred by default, so the untrained network does not map every image to one direction', () => {

@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { estimateBatchNormStatistics } from '../src/eval/features.js';
-import { Supervised, type Method, type MethodContext, type StepContext, type TensorBatch } from '../src/methods/index.js';
+import { z } from 'zod';
+import { parse as parseYaml } from 'yaml';
+import { Supervised, defineMethod, methodSpec, registerMethod, type Method, type MethodContext, type StepContext, type TensorBatch } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
 import { readCheckpoint, restoreMethod } from '../src/io/checkpoint.js';
 import { loadTestSet, loadTrainingSet } from '../src/data/dataset_config.js';
@@ -193,4 +195,58 @@ test('SIGINT stops a training process after writing a checkpoint, and it exits n
   assert.equal(result.stoppedEarly, true);
   assert.ok(result.steps >= 2 && result.steps < 400, `stopped after ${result.steps} steps`);
   assert.equal(readCheckpoint(join(out, 'last.safetensors')).state.position.step, result.steps);
+});
+
+test('a run records its resolved method options, so --resume rebuilds what ran after a default changes', async () => {
+  // A variant of InsDis whose embedding size default can be changed between the run and its resume.
+  const insdis = methodSpec('insdis');
+  const withDefaultDim = (dim: number) =>
+    defineMethod({ ...insdis, names: ['insdis-dim'], options: (insdis.options as z.AnyZodObject).extend({ dim: z.number().int().positive().default(dim) }).strict() });
+  registerMethod(withDefaultDim(16));
+  const out = fresh('resolved');
+  const config = (epochs: number) => tinyConfig(out, { method: 'insdis-dim', epochs, onlineKnn: { every: 0 }, preciseBn: { images: 0 } });
+  await train(config(1), { quiet: true, log: () => undefined });
+  const recorded = (parseYaml(readFileSync(join(out, 'config.yaml'), 'utf8')) as { methodOptions: Record<string, unknown> }).methodOptions;
+  assert.deepEqual(recorded, { dim: 16, temperature: 0.2, negatives: 4096, bankMomentum: 0.9, headBatchNorm: true, bankSize: 64 });
+  assert.deepEqual(readCheckpoint(join(out, 'last.safetensors')).state.config.methodOptions, recorded);
+
+  registerMethod(withDefaultDim(32)); // the default changes
+  const messages: string[] = [];
+  const resumed = await train(config(2), { resume: true, quiet: true, log: (m) => messages.push(m) });
+  assert.equal(resumed.epochs, 2, messages.join('\n'));
+  const ckpt = readCheckpoint(resumed.checkpoint);
+  assert.deepEqual(ckpt.model['head.fc0.weight']!.shape, [32, 16], 'the embedding is still the 16-d one the run started with');
+  assert.equal((ckpt.state.config.methodOptions as Record<string, unknown>).dim, 16);
+  // A fresh run takes the new default.
+  const other = fresh('resolved-new');
+  await train(tinyConfig(other, { method: 'insdis-dim', epochs: 1, onlineKnn: { every: 0 }, preciseBn: { images: 0 } }), { quiet: true, log: () => undefined });
+  assert.deepEqual(readCheckpoint(join(other, 'last.safetensors')).model['head.fc0.weight']!.shape, [32, 32]);
+});
+
+test('method hooks: onEpochStart and beforeStep are called in order, and transformGradients can hold parameters still', async () => {
+  const calls: string[] = [];
+  let classifierBefore: number[] = [];
+  let stemBefore: number[] = [];
+  const build = (ctx: MethodContext): Method => {
+    const method = new Supervised(ctx);
+    classifierBefore = Array.from(method.classifier.weight.dataSync());
+    stemBefore = Array.from(method.stateDict()['backbone.conv1.weight']!.dataSync());
+    method.onEpochStart = (epoch) => void calls.push(`epoch ${epoch}`);
+    method.beforeStep = (step) => void calls.push(`step ${step.step}`);
+    method.transformGradients = (grads) => {
+      const names = Object.keys(grads).filter((n) => n.startsWith('classifier.'));
+      assert.ok(names.length === 2, `gradients by parameter name: ${Object.keys(grads).join(', ')}`);
+      return { ...grads, ...Object.fromEntries(names.map((n) => [n, tf.zerosLike(grads[n]!)])) };
+    };
+    return method;
+  };
+  const out = fresh('hooks');
+  const config = tinyConfig(out, { onlineKnn: { every: 0 }, optimizer: { lr: 0.05, momentum: 0.9, weightDecay: 0 } });
+  const counts: number[] = [];
+  await train(config, { quiet: true, log: () => undefined, method: build, onStep: () => counts.push(tf.memory().numTensors) });
+  assert.deepEqual(calls, ['epoch 0', 'step 0', 'step 1', 'step 2', 'step 3', 'epoch 1', 'step 4', 'step 5', 'step 6', 'step 7']);
+  assert.ok(counts.every((c) => c === counts[0]), `replaced gradients are freed: live tensors per step ${counts.join(' ')}`);
+  const ckpt = readCheckpoint(join(out, 'last.safetensors'));
+  assert.deepEqual(Array.from(ckpt.model['classifier.weight']!.data), classifierBefore, 'zero gradients, no decay: the classifier did not move');
+  assert.notDeepEqual(Array.from(ckpt.model['backbone.conv1.weight']!.data), stemBefore, 'the backbone trained');
 });

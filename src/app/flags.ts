@@ -1,6 +1,7 @@
-// Flag-value parsers for commander. A bad value is an InvalidArgumentError,
-// which commander reports with the flag's name: "option '--epochs <n>'
-// argument 'x' is invalid. expected a positive integer".
+// Command-line flags, shared by the selfsup CLI and the benchmark scripts:
+// value parsers (a bad value is an InvalidArgumentError, which commander
+// reports with the flag's name: "option '--epochs <n>' argument 'x' is
+// invalid. expected a positive integer") and flags made from zod schemas.
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { z } from 'zod';
 

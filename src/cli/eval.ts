@@ -9,7 +9,7 @@ import { FeatureInputOptions } from '../eval/feature_input.js';
 import { getProtocol, protocolNames } from '../eval/protocols/index.js';
 import { LAST_CHECKPOINT } from '../io/checkpoint.js';
 import { BACKENDS } from '../train/config.js';
-import { addSchemaOptions, schemaValues } from './options.js';
+import { addSchemaOptions, schemaValues } from '../app/flags.js';
 
 interface EvalFlags extends Record<string, unknown> {
   checkpoint: string;

@@ -11,7 +11,7 @@ import { ARCHS, STEMS } from '../nn/backbone.js';
 import { BACKENDS, type RunConfig } from '../train/config.js';
 import type { TrainOptions, TrainResult } from '../train/trainer.js';
 import { CONFIG_FLAGS, readConfigFile, resolveRunConfig, type ConfigFlag } from './config_loader.js';
-import { flagAttribute, nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from './options.js';
+import { flagAttribute, nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from '../app/flags.js';
 
 /** The trainer, loaded when a run starts, so `--help` and flag errors stay fast. */
 async function loadTrain(): Promise<(config: RunConfig, opts?: TrainOptions) => Promise<TrainResult>> {

@@ -1,4 +1,4 @@
-// The Debian packages the data layer reads (DESIGN.md section 3), and a check
+// The Debian packages the data layer reads (docs/architecture.md, data sources), and a check
 // that names the missing package instead of failing later with ENOENT.
 import { existsSync } from 'node:fs';
 

@@ -1,4 +1,4 @@
-// Synthetic detection and segmentation scenes (DESIGN.md section 3): clip-art
+// Synthetic detection and segmentation scenes (docs/architecture.md, data sources): clip-art
 // objects with alpha masks pasted onto background crops. Every image has
 // exact boxes, classes and instance masks, so detection AP, mask AP and
 // semantic mIoU are all measured on the same images.

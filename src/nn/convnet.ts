@@ -1,4 +1,4 @@
-// The 3-conv CNN of the bench and of DESIGN.md's engine comparison:
+// The 3-conv CNN of the bench and of docs/architecture.md's engine comparison:
 // 3x3 convs 32 (stride 1), 64 (stride 2), 128 (stride 2), each + BN + ReLU,
 // global average pool, linear classifier.
 import { Mulberry32 } from '../core/random.js';

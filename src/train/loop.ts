@@ -143,19 +143,21 @@ function trainStep(
       return out.loss;
     }, trainable);
     let used: NamedTensorMap = grads;
+    const outcome: StepOutcome = { loss: Number.NaN, terms: {} };
     try {
-      const outcome: StepOutcome = { loss: value.dataSync()[0]!, terms: {} };
+      outcome.loss = value.dataSync()[0]!;
       for (const [name, t] of Object.entries(terms)) outcome.terms[name] = t.dataSync()[0]!;
       if (!Number.isFinite(outcome.loss)) return outcome;
       used = method.transformGradients(grads, ctx);
       if (gradClip !== undefined) outcome.terms.gradNorm = clipGradNorm(used, gradClip);
       optimizer.step(used, lr);
-      return outcome;
     } finally {
       value.dispose();
       tf.dispose([...new Set([...Object.values(grads), ...Object.values(used)])]);
-      // Methods keep their state in buffers (Variable.assign), so a tidy loses nothing.
     }
+    // Methods keep their state in buffers (Variable.assign), so a tidy loses nothing.
+    tf.tidy(() => method.afterStep(ctx));
+    return outcome;
   } finally {
     tf.dispose(Object.values(terms));
     disposeTensorBatch(tensors);

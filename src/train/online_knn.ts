@@ -6,9 +6,9 @@
 // backbone's pooled res5 in eval mode (src/eval/features.ts), votes weighted
 // by exp(cos / 0.1) (src/eval/knn.ts).
 import { selectImages, type ImageSet } from '../data/image_set.js';
-import { Rng } from '../core/random.js';
 import { extractFeatures } from '../eval/features.js';
 import { knnAccuracy } from '../eval/knn.js';
+import { holdoutSplit } from '../eval/splits.js';
 import type { ResNet } from '../nn/resnet.js';
 import type { RunConfig } from './config.js';
 import type { KnnMetrics } from './metrics.js';
@@ -40,10 +40,9 @@ export class OnlineKnn {
       return new OnlineKnn(selectImages(train, range(Math.min(o.trainSamples, train.count))), selectImages(test, range(Math.min(o.testSamples, test.count))), options);
     }
     if (train.count < 2) return 'online kNN needs at least two images';
-    const perm = Rng.seeded(config.seed).split(HOLDOUT_STREAM).permutation(train.count);
-    const q = Math.min(o.testSamples, Math.floor(train.count / 2));
-    const m = Math.min(o.trainSamples, train.count - q);
-    return new OnlineKnn(selectImages(train, perm.subarray(q, q + m)), selectImages(train, perm.subarray(0, q)), options);
+    const held = Math.min(o.testSamples, Math.floor(train.count / 2));
+    const split = holdoutSplit(train, { seed: config.seed, stream: HOLDOUT_STREAM, held, trainLimit: Math.min(o.trainSamples, train.count - held) });
+    return new OnlineKnn(split.train, split.test, options);
   }
 
   /** Top-1 kNN accuracy of `backbone`'s features; the backbone's modes are left as they were. */
