@@ -30,6 +30,26 @@ export function nonNegativeNumber(value: string): number {
 }
 
 
+export function integer(value: string): number {
+  const n = Number(value);
+  if (!(value.trim() !== '' && Number.isInteger(n))) throw new InvalidArgumentError('expected an integer');
+  return n;
+}
+
+export function finiteNumber(value: string): number {
+  const n = Number(value);
+  if (!(value.trim() !== '' && Number.isFinite(n))) throw new InvalidArgumentError('expected a number');
+  return n;
+}
+
+/** "a-b", or "a" for [a, a]. */
+export function numberRange(value: string): [number, number] {
+  const parts = value.split('-').map((p) => (p.trim() === '' ? Number.NaN : Number(p)));
+  const [a, b] = parts.length === 1 ? [parts[0]!, parts[0]!] : [parts[0]!, parts[1]!];
+  if (parts.length > 2 || !Number.isFinite(a) || !Number.isFinite(b)) throw new InvalidArgumentError('expected a range like 1-4');
+  return [a, b];
+}
+
 /** commander's camelCase attribute for a flag name (`batch-size` -> `batchSize`). */
 export function flagAttribute(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());

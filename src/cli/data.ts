@@ -19,32 +19,7 @@ import { defaultNormalization } from '../data/dataset_config.js';
 import { writeScenes } from '../data/scenes.js';
 import type { BackgroundMode } from '../data/backgrounds.js';
 import { measureLoaderThroughput } from '../data/throughput.js';
-
-function int(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got '${v}'`);
-    return n;
-  };
-}
-
-function num(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n)) throw new Error(`--${name} must be a number, got '${v}'`);
-    return n;
-  };
-}
-
-/** "a-b" or "a" as a pair of numbers. */
-function range(name: string) {
-  return (v: string): [number, number] => {
-    const parts = v.split('-').map(Number);
-    const [a, b] = parts.length === 1 ? [parts[0]!, parts[0]!] : [parts[0]!, parts[1]!];
-    if (parts.length > 2 || !Number.isFinite(a) || !Number.isFinite(b)) throw new Error(`--${name} must look like 1-4, got '${v}'`);
-    return [a, b];
-  };
-}
+import { finiteNumber, integer, numberRange } from '../app/flags.js';
 
 type Stats = { mean: number[]; std: number[] } | null;
 
@@ -71,13 +46,13 @@ export function registerDataCommand(program: Command): void {
     .command('scenes')
     .description('Generate synthetic detection/segmentation scenes (COCO JSON, semantic masks, train/val)')
     .requiredOption('--out <dir>', 'output folder')
-    .option('--count <n>', 'number of images', int('count'), 1000)
-    .option('--size <px>', 'image side', int('size'), 128)
-    .option('--seed <n>', 'random seed', int('seed'), 0)
-    .option('--val-fraction <f>', 'fraction of images in val', num('val-fraction'), 0.2)
-    .option('--objects <a-b>', 'objects per image', range('objects'), [1, 4] as [number, number])
-    .option('--scale <a-b>', "object's longer side over image side", range('scale'), [0.2, 0.6] as [number, number])
-    .option('--max-occlusion <f>', 'largest fraction of an object later objects may cover', num('max-occlusion'), 0.5)
+    .option('--count <n>', 'number of images', integer, 1000)
+    .option('--size <px>', 'image side', integer, 128)
+    .option('--seed <n>', 'random seed', integer, 0)
+    .option('--val-fraction <f>', 'fraction of images in val', finiteNumber, 0.2)
+    .option('--objects <a-b>', 'objects per image', numberRange, [1, 4] as [number, number])
+    .option('--scale <a-b>', "object's longer side over image side", numberRange, [0.2, 0.6] as [number, number])
+    .option('--max-occlusion <f>', 'largest fraction of an object later objects may cover', finiteNumber, 0.5)
     .option('--backgrounds <mode>', 'photos | procedural | mixed', 'mixed')
     .option('--background-dir <dir>', 'background photos', DATA_PACKAGES.gnomeBackgrounds.path)
     .action(async (o) => {
@@ -124,8 +99,8 @@ export function registerDataCommand(program: Command): void {
   data
     .command('cache <dir>')
     .description('Decode an image folder once at a working size and cache it')
-    .option('--size <px>', 'working side', int('size'), 64)
-    .option('--channels <n>', '1 or 3', int('channels'), 3)
+    .option('--size <px>', 'working side', integer, 64)
+    .option('--channels <n>', '1 or 3', integer, 3)
     .option('--cache-dir <dir>', 'where the cache goes')
     .action(async (dir: string, o) => {
       if (o.channels !== 1 && o.channels !== 3) throw new Error(`--channels must be 1 or 3, got ${o.channels}`);
@@ -140,17 +115,17 @@ export function registerDataCommand(program: Command): void {
     .option('--dataset <name|dir>', "'fashion-mnist' or an image folder", 'fashion-mnist')
     .option('--data <dir>', 'Fashion-MNIST folder')
     .option('--pipeline <name>', Object.keys(PIPELINES).join(' | '), 'mocov2')
-    .option('--size <px>', 'view side', int('size'), 32)
-    .option('--workers <list>', 'comma-separated worker counts', '0,1,2')
-    .option('--batch-size <n>', 'batch size', int('batch-size'), 256)
-    .option('--batches <n>', 'batches timed per setting', int('batches'), 20)
-    .option('--limit <n>', 'images loaded', int('limit'), 20000)
+    .option('--size <px>', 'view side', integer, 32)
+    .option('--workers <list>', 'comma-separated worker counts', (v: string) => v.split(',').map(integer), [0, 1, 2])
+    .option('--batch-size <n>', 'batch size', integer, 256)
+    .option('--batches <n>', 'batches timed per setting', integer, 20)
+    .option('--limit <n>', 'images loaded', integer, 20000)
     .action(async (o) => {
       const make = PIPELINES[o.pipeline];
       if (!make) throw new Error(`--pipeline must be one of ${Object.keys(PIPELINES).join(', ')}, got '${o.pipeline}'`);
       const dataset = await loadDataset(o.dataset, o.data, o.size, o.limit);
       const pipeline = make(o.size, defaultNormalization(dataset.channels));
-      for (const workers of String(o.workers).split(',').map(int('workers'))) {
+      for (const workers of o.workers as number[]) {
         const r = await measureLoaderThroughput({ dataset, pipeline, batchSize: o.batchSize, workers, batches: o.batches });
         process.stdout.write(
           `${o.pipeline} workers=${workers}: ${Math.round(r.viewsPerSecond)} views/s, ${Math.round(r.samplesPerSecond)} samples/s ` +
