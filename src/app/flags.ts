@@ -5,42 +5,21 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { z } from 'zod';
 
-export function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!(value.trim() !== '' && Number.isInteger(n) && n >= 1)) throw new InvalidArgumentError('expected a positive integer');
-  return n;
+/** A parser of numeric flag values that `ok` accepts; otherwise commander reports `expected`. */
+function numberFlag(ok: (n: number) => boolean, expected: string): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!(value.trim() !== '' && ok(n))) throw new InvalidArgumentError(expected);
+    return n;
+  };
 }
 
-export function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!(value.trim() !== '' && Number.isInteger(n) && n >= 0)) throw new InvalidArgumentError('expected an integer >= 0');
-  return n;
-}
-
-export function positiveNumber(value: string): number {
-  const n = Number(value);
-  if (!(value.trim() !== '' && Number.isFinite(n) && n > 0)) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
-
-export function nonNegativeNumber(value: string): number {
-  const n = Number(value);
-  if (!(value.trim() !== '' && Number.isFinite(n) && n >= 0)) throw new InvalidArgumentError('expected a number >= 0');
-  return n;
-}
-
-
-export function integer(value: string): number {
-  const n = Number(value);
-  if (!(value.trim() !== '' && Number.isInteger(n))) throw new InvalidArgumentError('expected an integer');
-  return n;
-}
-
-export function finiteNumber(value: string): number {
-  const n = Number(value);
-  if (!(value.trim() !== '' && Number.isFinite(n))) throw new InvalidArgumentError('expected a number');
-  return n;
-}
+export const positiveInt = numberFlag((n) => Number.isInteger(n) && n >= 1, 'expected a positive integer');
+export const nonNegativeInt = numberFlag((n) => Number.isInteger(n) && n >= 0, 'expected an integer >= 0');
+export const positiveNumber = numberFlag((n) => Number.isFinite(n) && n > 0, 'expected a positive number');
+export const nonNegativeNumber = numberFlag((n) => Number.isFinite(n) && n >= 0, 'expected a number >= 0');
+export const integer = numberFlag(Number.isInteger, 'expected an integer');
+export const finiteNumber = numberFlag(Number.isFinite, 'expected a number');
 
 /** "a-b", or "a" for [a, a]. */
 export function numberRange(value: string): [number, number] {
@@ -77,18 +56,21 @@ function unwrap(field: z.ZodTypeAny): { inner: z.ZodTypeAny; fallback: unknown }
  * One flag per key of a zod object schema: numbers and strings take a value,
  * checked against the key's schema when parsed (a bad value names the flag);
  * enums list their choices; a boolean that defaults to true becomes `--no-x`.
- * Absent flags stay undefined, so the schema's defaults apply.
+ * Absent flags stay undefined, so the schema's defaults apply. `placeholders`
+ * names a key's value in the help (`--data <dir>`).
  */
-export function addSchemaOptions(cmd: Command, schema: z.AnyZodObject): Command {
+export function addSchemaOptions(cmd: Command, schema: z.AnyZodObject, placeholders: Record<string, string> = {}): Command {
   for (const [key, field] of Object.entries(schema.shape as Record<string, z.ZodTypeAny>)) {
     const flag = optionFlag(key);
     const { inner, fallback } = unwrap(field);
     const help = `${field.description ?? key}${fallback !== undefined && !(inner instanceof z.ZodBoolean) ? ` (default: ${String(fallback)})` : ''}`;
     if (inner instanceof z.ZodBoolean) {
-      cmd.addOption(new Option(fallback === true ? `--no-${flag}` : `--${flag}`, field.description ?? key));
+      const what = field.description ?? key;
+      cmd.addOption(fallback === true ? new Option(`--no-${flag}`, `turn off: ${what}`) : new Option(`--${flag}`, what));
       continue;
     }
-    const option = new Option(`--${flag} <${inner instanceof z.ZodNumber ? 'n' : 'value'}>`, help);
+    const placeholder = placeholders[key] ?? (inner instanceof z.ZodNumber ? 'n' : inner instanceof z.ZodEnum ? 'name' : 'value');
+    const option = new Option(`--${flag} <${placeholder}>`, help);
     if (inner instanceof z.ZodEnum) option.choices(inner.options as string[]);
     else {
       option.argParser((value: string) => {

@@ -72,10 +72,9 @@ export class NativeBackend extends MathBackendCPU {
 /**
  * The pool's byte budget: SELFSUP_POOL_MB, else a quarter of the machine's
  * memory. It must hold a whole step's activations: every buffer it turns
- * away is garbage whose replacement V8 counts as external memory, and each
- * ~64 MB of that starts a major GC whose marking threads preempt the compute
- * threads (a DetCo step at batch 256 with a 1 GB pool: 818 major GCs in 90 s
- * and 38 img/s; with 8 GB: 133 and 65 img/s).
+ * away is garbage V8 counts as external memory, and each ~64 MB of that
+ * starts a major GC that preempts the compute threads
+ * (docs/experiments.md#native-backend).
  */
 export function poolBytes(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.SELFSUP_POOL_MB;

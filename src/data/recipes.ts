@@ -80,13 +80,10 @@ export function simclrView(o: RecipeOptions = {}): ViewSpec {
 /**
  * BYOL's asymmetric pair (Grill et al. 2020, table 6): blur always on view 1,
  * solarize only on view 2. Small views crop at >= 50% of the area: BYOL has
- * no negatives, only its slow target to agree with, and in a short schedule
- * on 28 px garments a 20% crop asks it to match a sleeve to a whole shirt.
- * Bench setting (5 epochs), kNN: 69.7 at 0.2, 71.0 at 0.5; with BYOL's
- * warm-up epoch (byol.ts) 71.9 at 0.5, and at 0.7 63.8 after 3 of 5 epochs.
- * Small views also solarize view 2 with p 0.4, not 0.2: on grey garments,
- * with blur off, solarize is most of what keeps the two views apart. Bench
- * kNN (with precise BN) 68.2 at 0, 72.5 at 0.2, 73.6 at 0.4.
+ * no negatives, only its slow target to agree with, and a 20% crop of a 28 px
+ * garment asks it to match a sleeve to a whole shirt. Small views also
+ * solarize view 2 with p 0.4, not 0.2: with blur off, solarize is most of
+ * what keeps two grey views apart. Measurements: docs/experiments.md#recipes.
  */
 export function byolViews(o: RecipeOptions = {}): [ViewSpec, ViewSpec] {
   const { size, small, normalize } = resolve(o);

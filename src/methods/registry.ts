@@ -43,7 +43,7 @@ export function parseMethodOptions(name: string, raw: unknown): { success: true;
  */
 export function resolveMethodOptions(name: string, raw: unknown, ctx: MethodContext): Record<string, unknown> {
   const spec = methodSpec(name);
-  const parsed = spec.options.safeParse(raw ?? {});
+  const parsed = parseMethodOptions(name, raw);
   if (!parsed.success) throw new Error(`methodOptions for ${name} are invalid:\n${issueLines(parsed.error, ['methodOptions']).join('\n')}`);
   return spec.resolve ? spec.resolve(name, parsed.data, ctx) : parsed.data;
 }
