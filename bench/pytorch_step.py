@@ -1,4 +1,4 @@
-"""PyTorch CPU reference for `selfsup bench`: training steps of the same
+"""PyTorch CPU reference for the engine benchmark (`npm run bench`, bench/engines.ts): training steps of the same
 models, batch and timing as the TypeScript bench, on request (see serve), so
 the bench can interleave them with its own. By hand:
   echo "2 5" | /usr/bin/python3 bench/pytorch_step.py --spec '{"arch": "convnet", "inChannels": 3, "numClasses": 10, "size": 32}' --batch 64
@@ -149,7 +149,7 @@ def serve(spec, batch):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--spec", required=True, help="model spec as JSON (see src/cli/bench.ts)")
+    ap.add_argument("--spec", required=True, help="model spec as JSON (see bench/engines.ts)")
     ap.add_argument("--batch", type=int, required=True)
     args = ap.parse_args()
     serve(json.loads(args.spec), args.batch)

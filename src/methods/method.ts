@@ -60,9 +60,9 @@ export abstract class Method extends Module {
     void ctx;
   }
   /**
-   * The gradients by parameter name, before clipping and the optimizer step;
-   * may return changed ones (SwAV zeroes its prototypes' in the first epoch).
-   * Tensors it replaces are disposed by the trainer.
+   * The gradients, keyed by each trainable Variable's `name`, before clipping
+   * and the optimizer step; may return changed ones (SwAV zeroes its
+   * prototypes' in the first epoch). The trainer disposes every tensor of both maps.
    */
   transformGradients(grads: NamedTensorMap, ctx: StepContext): NamedTensorMap {
     void ctx;
