@@ -23,7 +23,7 @@ import type { ResNet } from '../nn/resnet.js';
 import { Method, defineMethod, type LossOutput, type MethodContext, type StepContext, type TensorBatch } from './method.js';
 import { ProjectionHead } from './parts/heads.js';
 import { MemoryBank, memoryBankOptionFields, withBankSize } from './parts/memory_bank.js';
-import { stepSeed } from './parts/options.js';
+import { stepSeed } from './parts/seeds.js';
 
 export const InsDisOptions = z
   .object(memoryBankOptionFields)
