@@ -13,8 +13,11 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CONFIG = join(ROOT, '.dependency-cruiser.cjs');
 const DEPCRUISE = join(ROOT, 'node_modules', '.bin', 'depcruise');
 
+/** depcruise's exit status and report, without colour codes (CI turns them on). */
 function lint(cwd: string, ...dirs: string[]) {
-  return spawnSync(DEPCRUISE, [...dirs, '--config', CONFIG], { cwd, encoding: 'utf8', timeout: 60_000 });
+  const env = { ...process.env, FORCE_COLOR: '0', NO_COLOR: '1' };
+  const r = spawnSync(DEPCRUISE, [...dirs, '--config', CONFIG], { cwd, env, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout.replace(/\x1b\[[0-9;]*m/g, '') };
 }
 
 function fixture(files: Record<string, string>): string {
