@@ -3,7 +3,7 @@
 // data and losses are peers and import neither each other nor anything
 // above nn. bench/ and test/ sit on top and may import any layer, except that
 // nothing outside src/cli/ imports the CLI.
-const LAYERS = [['core'], ['backend'], ['nn'], ['data', 'losses'], ['methods'], ['io'], ['eval'], ['train'], ['app'], ['cli']];
+const LAYERS = [['core'], ['backend'], ['nn'], ['data', 'losses'], ['methods'], ['io'], ['eval'], ['train'], ['detect'], ['app'], ['cli']];
 
 const folders = (names) => `^src/(${names.join('|')})/`;
 

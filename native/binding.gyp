@@ -10,7 +10,8 @@
         "src/pool.cc",
         "src/eltwise.cc",
         "src/reduce.cc",
-        "src/layout.cc"
+        "src/layout.cc",
+        "src/roi_align.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "/usr/include/oneapi"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],

@@ -128,6 +128,8 @@ static Napi::Value GetInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+void InitRoiAlign(Napi::Env env, Napi::Object exports);  // roi_align.cc
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   if (const char* t = std::getenv("SELFSUP_THREADS")) {
     int n = std::atoi(t);
@@ -142,6 +144,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitEltwise(env, exports);
   InitReduce(env, exports);
   InitLayout(env, exports);
+  InitRoiAlign(env, exports);
   return exports;
 }
 

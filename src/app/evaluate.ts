@@ -8,7 +8,7 @@ import { textSha256, writeFileAtomic } from '../core/files.js';
 import { parseOrThrow } from '../core/schema.js';
 import { FeatureInputOptions, prepareFeatures } from '../eval/feature_input.js';
 import type { EvalReport, ProtocolInput } from '../eval/protocol.js';
-import { getProtocol } from '../eval/protocols/index.js';
+import { getProtocol } from './protocols.js';
 import { loadBackbone, resolveCheckpointPath } from '../io/backbone.js';
 
 export interface EvaluateRequest {
@@ -60,11 +60,14 @@ export async function evaluate(request: EvaluateRequest): Promise<Evaluation> {
       const { cache: _cache, batchSize: _batchSize, ...inputSettings } = input; // they do not change the result
       settings = { randomInit, ...inputSettings, ...options };
     } else {
-      protocolInput = { kind: 'backbone', loaded };
       data = { name: loaded.config.dataset.name, trainImages: 0, testImages: 0 };
       settings = { randomInit, ...options };
+      const workDir = request.save === false ? null : reportPath(file, protocol.name, settings).replace(/\.json$/, '');
+      protocolInput = { kind: 'backbone', loaded, workDir };
     }
     const result = await protocol.run(protocolInput, options, log);
+    // A protocol reports what its data was; the loaded backbone's pretraining set is only the default.
+    if (result.data) data = { ...data, ...result.data };
     const report: EvalReport = {
       protocol: protocol.name,
       checkpoint: loaded.checkpoint,

@@ -187,6 +187,7 @@ const kernelModules: Array<() => Promise<{ kernels: KernelConfig[] }>> = [
   () => import('./kernels/eltwise.js'),
   () => import('./kernels/reduce.js'),
   () => import('./kernels/layout.js'),
+  () => import('./kernels/roi_align.js'),
 ];
 
 let registered: Promise<boolean> | undefined;

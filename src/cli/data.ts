@@ -1,4 +1,4 @@
-// `selfsup data`: make synthetic scenes, inspect and cache data sets, and
+// `selfsup data`: make synthetic scenes and object images, inspect and cache data sets, and
 // measure the loader. The work itself lives in src/data; this file parses
 // flags and prints.
 import type { Command } from 'commander';
@@ -17,6 +17,8 @@ import {
 } from '../data/recipes.js';
 import { defaultNormalization } from '../data/dataset_config.js';
 import { writeScenes } from '../data/scenes.js';
+import { loadObjectImages, writeObjectImages } from '../data/objects.js';
+import { SPRITE_SELECTIONS, type SpriteSelection } from '../data/object_bank.js';
 import type { BackgroundMode } from '../data/backgrounds.js';
 import { measureLoaderThroughput } from '../data/throughput.js';
 import { finiteNumber, integer, numberRange } from '../app/flags.js';
@@ -36,7 +38,26 @@ const PIPELINES: Record<string, (size: number, normalize: Stats) => PipelineSpec
 
 async function loadDataset(spec: string, dataDir: string | undefined, size: number, limit: number): Promise<ImageSet> {
   if (spec === 'fashion-mnist') return loadFashionMnist({ dir: dataDir, limit });
+  if (spec.startsWith('objects:')) return (await loadObjectImages(spec.slice('objects:'.length), 'train', { who: `--dataset ${spec}` }))!;
   return loadImageFolder(spec, { size });
+}
+
+const BACKGROUND_MODES = ['photos', 'procedural', 'mixed'];
+
+function checkChoices(o: { backgrounds: string; sprites: string }): void {
+  if (!BACKGROUND_MODES.includes(o.backgrounds)) {
+    throw new Error(`--backgrounds must be photos, procedural or mixed, got '${o.backgrounds}'`);
+  }
+  if (!(SPRITE_SELECTIONS as readonly string[]).includes(o.sprites)) {
+    throw new Error(`--sprites must be ${SPRITE_SELECTIONS.join(', ')}, got '${o.sprites}'`);
+  }
+  const missing = missingPackages(['tuxpaintStamps', 'openclipart']);
+  if (missing.length > 0) throw new Error(`scene objects need: apt-get install ${missing.join(' ')}`);
+}
+
+/** Progress on stderr when it is a terminal: `what: done/count`. */
+function progress(what: string): ((done: number, count: number) => void) | undefined {
+  return process.stderr.isTTY ? (done, count) => process.stderr.write(`\r${what}: ${done}/${count}${done === count ? '\n' : ''}`) : undefined;
 }
 
 export function registerDataCommand(program: Command): void {
@@ -55,12 +76,9 @@ export function registerDataCommand(program: Command): void {
     .option('--max-occlusion <f>', 'largest fraction of an object later objects may cover', finiteNumber, 0.5)
     .option('--backgrounds <mode>', 'photos | procedural | mixed', 'mixed')
     .option('--background-dir <dir>', 'background photos', DATA_PACKAGES.gnomeBackgrounds.path)
+    .option('--sprites <half>', "which half of each class's clip art: transfer (unseen by `data objects`) | pretrain | all", 'transfer')
     .action(async (o) => {
-      if (!['photos', 'procedural', 'mixed'].includes(o.backgrounds)) {
-        throw new Error(`--backgrounds must be photos, procedural or mixed, got '${o.backgrounds}'`);
-      }
-      const missing = missingPackages(['tuxpaintStamps', 'openclipart']);
-      if (missing.length > 0) throw new Error(`scene objects need: apt-get install ${missing.join(' ')}`);
+      checkChoices(o);
       const t0 = performance.now();
       const summary = await writeScenes(o.out, {
         count: o.count,
@@ -73,12 +91,50 @@ export function registerDataCommand(program: Command): void {
         maxOcclusion: o.maxOcclusion,
         backgrounds: o.backgrounds as BackgroundMode,
         backgroundDir: o.backgroundDir,
-        onProgress: process.stderr.isTTY
-          ? (done, count) => process.stderr.write(`\rscenes: ${done}/${count}${done === count ? '\n' : ''}`)
-          : undefined,
+        sprites: o.sprites as SpriteSelection,
+        onProgress: progress('scenes'),
       });
       const s = ((performance.now() - t0) / 1000).toFixed(1);
       process.stdout.write(`${summary.train} train + ${summary.val} val images, ${summary.objects} objects, in ${o.out} (${s} s)\n`);
+    });
+
+  data
+    .command('objects')
+    .description('Generate object-centric images (one centred clip-art sprite, labelled by class): the ImageNet analog to pretrain on')
+    .requiredOption('--out <dir>', 'output folder: train/<class>/, val/<class>/, objects.json')
+    .option('--count <n>', 'number of images', integer, 20000)
+    .option('--size <px>', 'image side', integer, 64)
+    .option('--seed <n>', 'random seed', integer, 0)
+    .option('--val-fraction <f>', 'fraction of images in val', finiteNumber, 0.1)
+    .option('--sprites <half>', "which half of each class's clip art: pretrain (unseen by `data scenes`) | transfer | all", 'pretrain')
+    .option('--scale <a-b>', "sprite's longer side over image side", numberRange, [0.5, 0.9] as [number, number])
+    .option('--max-offset <f>', "largest offset of the sprite's centre from the image centre, over the image side", finiteNumber, 0.1)
+    .option('--backgrounds <mode>', 'photos | procedural | mixed', 'mixed')
+    .option('--background-dir <dir>', 'background photos', DATA_PACKAGES.gnomeBackgrounds.path)
+    .option('--overwrite', 'replace a folder that holds another objects set')
+    .addHelpText('after', '\nPretrain on it with: selfsup pretrain --dataset objects:DIR --size 64 --stem imagenet ...')
+    .action(async (o) => {
+      checkChoices(o);
+      const t0 = performance.now();
+      const summary = await writeObjectImages(o.out, {
+        count: o.count,
+        size: o.size,
+        seed: o.seed,
+        valFraction: o.valFraction,
+        sprites: o.sprites as SpriteSelection,
+        scaleRange: o.scale,
+        maxOffset: o.maxOffset,
+        backgrounds: o.backgrounds as BackgroundMode,
+        backgroundDir: o.backgroundDir,
+        overwrite: Boolean(o.overwrite),
+        onProgress: progress('objects'),
+      });
+      const s = ((performance.now() - t0) / 1000).toFixed(1);
+      if (summary.reused) {
+        process.stdout.write(`${o.out} already holds these ${summary.train} train + ${summary.val} val images (objects.json); nothing written\n`);
+      } else {
+        process.stdout.write(`${summary.train} train + ${summary.val} val images of ${summary.manifest.classes.length} classes in ${o.out} (${s} s)\n`);
+      }
     });
 
   data
@@ -112,7 +168,7 @@ export function registerDataCommand(program: Command): void {
   data
     .command('throughput')
     .description('Loader throughput in views/s (a jigsaw set of 9 patches counts 9 views)')
-    .option('--dataset <name|dir>', "'fashion-mnist' or an image folder", 'fashion-mnist')
+    .option('--dataset <name|dir>', "'fashion-mnist', an image folder, or objects:DIR", 'fashion-mnist')
     .option('--data <dir>', 'Fashion-MNIST folder')
     .option('--pipeline <name>', Object.keys(PIPELINES).join(' | '), 'mocov2')
     .option('--size <px>', 'view side', integer, 32)

@@ -6,7 +6,7 @@
 import { Option, type Command } from 'commander';
 import { evaluate } from '../app/evaluate.js';
 import { FeatureInputOptions } from '../eval/feature_input.js';
-import { getProtocol, protocolNames } from '../eval/protocols/index.js';
+import { getProtocol, protocolNames } from '../app/protocols.js';
 import { LAST_CHECKPOINT } from '../io/checkpoint.js';
 import { BACKENDS } from '../train/config.js';
 import { addSchemaOptions, schemaValues } from '../app/flags.js';

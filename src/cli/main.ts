@@ -2,6 +2,7 @@
 // The `selfsup` command. Each subcommand lives in its own module and adds
 // itself to the program, so this file only lists them.
 import { Command } from 'commander';
+import { registerCocoEvalCommand } from './coco_eval.js';
 import { registerDataCommand } from './data.js';
 import { registerDemoCommand } from './demo.js';
 import { registerEvalCommand } from './eval.js';
@@ -13,6 +14,7 @@ const program = new Command()
   .showHelpAfterError()
   .configureHelp({ sortSubcommands: true });
 
+registerCocoEvalCommand(program);
 registerDataCommand(program);
 registerDemoCommand(program);
 registerEvalCommand(program);

@@ -19,6 +19,25 @@ export function listBackgroundFiles(dir: string): string[] {
     .map((f) => join(dir, f));
 }
 
+/**
+ * The background source a generator of `size` px images draws from: the
+ * photos in `dir` (none is an error only when `mode` is 'photos'). `who` names
+ * the generator in the error.
+ */
+export function openBackgrounds(
+  who: string,
+  mode: BackgroundMode,
+  dir: string,
+  size: number,
+  onUnreadable: (file: string, reason: string) => void,
+): BackgroundSource {
+  const files = listBackgroundFiles(dir);
+  if (files.length === 0 && mode === 'photos') {
+    throw new Error(`${who}: no background photos in ${dir} (install them with \`apt-get install gnome-backgrounds\`, or use --backgrounds procedural)`);
+  }
+  return new BackgroundSource(files, size, onUnreadable);
+}
+
 /** Decodes photos once, at a short side of 2x the scene size, and hands out crops. */
 export class BackgroundSource {
   private readonly photos = new Map<string, Promise<RawImage | null>>();

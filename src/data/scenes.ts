@@ -1,7 +1,9 @@
 // Synthetic detection and segmentation scenes (docs/architecture.md, data sources): clip-art
 // objects with alpha masks pasted onto background crops. Every image has
 // exact boxes, classes and instance masks, so detection AP, mask AP and
-// semantic mIoU are all measured on the same images.
+// semantic mIoU are all measured on the same images. By default the objects
+// come from the transfer half of each class's clip art (object_bank.ts), so
+// they are instances the object-centric pretraining images (objects.ts) never show.
 //
 // Image i is drawn from root.split(i) alone, so a seed gives the same images
 // whatever the count, and the train/val split is by index: the first
@@ -10,13 +12,24 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { writeFileAtomic } from '../core/files.js';
-import { BackgroundSource, listBackgroundFiles, type BackgroundMode } from './backgrounds.js';
+import { openBackgrounds, type BackgroundMode, type BackgroundSource } from './backgrounds.js';
 import { encodeRle, maskBox, type CocoAnnotation, type CocoCategory, type CocoDataset, type CocoImage } from './coco.js';
 import { mapLimited } from './map_limited.js';
-import { DEFAULT_OBJECT_ROOTS, listClassFiles, loadSprite, SCENE_CLASSES, type ObjectRoots, type Sprite } from './object_bank.js';
+import {
+  DEFAULT_OBJECT_ROOTS,
+  fitSprite,
+  listClassFiles,
+  MASK_ALPHA,
+  pasteSprite,
+  renderSprite,
+  SCENE_CLASSES,
+  SpriteCache,
+  type ObjectRoots,
+  type Sprite,
+  type SpriteSelection,
+} from './object_bank.js';
 import { DATA_PACKAGES } from './packages.js';
 import { Rng } from '../core/random.js';
-import { resizedCrop } from './transforms.js';
 
 export interface SceneOptions {
   count: number;
@@ -38,6 +51,11 @@ export interface SceneOptions {
   backgrounds?: BackgroundMode;
   backgroundDir?: string;
   objectRoots?: ObjectRoots;
+  /**
+   * Which half of each class's sprite files objects come from (default
+   * 'transfer': instances that `selfsup data objects` does not pretrain on).
+   */
+  sprites?: SpriteSelection;
   /** Receives warnings (unreadable files). Default console.warn. */
   warn?: (message: string) => void;
   /** Called after each image is written, with the number done so far. */
@@ -65,14 +83,13 @@ export interface SceneSummary {
 
 const PLACEMENT_TRIES = 10;
 const SPRITE_TRIES = 5;
-const SPRITE_CACHE_ENTRIES = 2048;
 
 /** Generates scenes one image at a time; holds the decoded objects between images. */
 export class SceneGenerator {
   readonly size: number;
   readonly options: Required<Omit<SceneOptions, 'warn' | 'onProgress' | 'objectRoots' | 'backgroundDir'>>;
   private readonly classFiles: string[][];
-  private readonly sprites = new Map<string, Promise<Sprite | null>>();
+  private readonly sprites: SpriteCache;
   private readonly backgrounds: BackgroundSource;
   private readonly root: Rng;
   private readonly unreadable: string[] = [];
@@ -88,6 +105,7 @@ export class SceneGenerator {
       scaleRange: options.scaleRange ?? ([0.2, 0.6] as [number, number]),
       maxOcclusion: options.maxOcclusion ?? 0.5,
       backgrounds: options.backgrounds ?? 'mixed',
+      sprites: options.sprites ?? 'transfer',
     };
     if (!(Number.isInteger(o.count) && o.count > 0)) throw new Error(`scenes: count must be a positive integer, got ${o.count}`);
     if (!(Number.isInteger(o.size) && o.size >= 16)) throw new Error(`scenes: size must be an integer >= 16, got ${o.size}`);
@@ -101,13 +119,17 @@ export class SceneGenerator {
     this.options = o;
     this.size = o.size;
     this.root = Rng.seeded(o.seed);
-    this.classFiles = listClassFiles(options.objectRoots ?? DEFAULT_OBJECT_ROOTS);
+    this.classFiles = listClassFiles(options.objectRoots ?? DEFAULT_OBJECT_ROOTS, o.sprites);
+    const onUnreadable = (file: string, reason: string) => this.unreadable.push(`${file}: ${reason}`);
     const bgDir = options.backgroundDir ?? DATA_PACKAGES.gnomeBackgrounds.path;
-    const bgFiles = listBackgroundFiles(bgDir);
-    if (bgFiles.length === 0 && o.backgrounds === 'photos') {
-      throw new Error(`scenes: no background photos in ${bgDir} (install them with \`apt-get install gnome-backgrounds\`, or use --backgrounds procedural)`);
-    }
-    this.backgrounds = new BackgroundSource(bgFiles, o.size, (file, reason) => this.unreadable.push(`${file}: ${reason}`));
+    this.backgrounds = openBackgrounds('scenes', o.backgrounds, bgDir, o.size, onUnreadable);
+    // Decoded at the largest size any object can take, so pasting only ever shrinks.
+    this.sprites = new SpriteCache(Math.ceil(o.size * o.scaleRange[1]), onUnreadable);
+  }
+
+  /** The sprite files objects of class `classIndex` (0-based) are drawn from. */
+  spriteFiles(classIndex: number): readonly string[] {
+    return this.classFiles[classIndex]!;
   }
 
   /** Category list in COCO form, ids from 1. */
@@ -118,21 +140,6 @@ export class SceneGenerator {
   /** Files that could not be decoded so far (they are skipped, never fatal). */
   unreadableFiles(): string[] {
     return [...this.unreadable];
-  }
-
-  private sprite(file: string): Promise<Sprite | null> {
-    let p = this.sprites.get(file);
-    if (!p) {
-      // Bounded memory at large sizes; evicting changes speed, never content.
-      if (this.sprites.size >= SPRITE_CACHE_ENTRIES) this.sprites.delete(this.sprites.keys().next().value!);
-      // Decode at the largest size any object can take, so pasting only ever shrinks.
-      p = loadSprite(file, Math.ceil(this.size * this.options.scaleRange[1])).catch((err: Error) => {
-        this.unreadable.push(`${file}: ${err.message}`);
-        return null;
-      });
-      this.sprites.set(file, p);
-    }
-    return p;
   }
 
   async generate(index: number): Promise<Scene> {
@@ -148,16 +155,10 @@ export class SceneGenerator {
     const wanted = objRng.int(o.minObjects, o.maxObjects);
     for (let n = 0; n < wanted; n++) {
       const classIndex = objRng.int(0, SCENE_CLASSES.length - 1);
-      const files = this.classFiles[classIndex]!;
-      let sprite: Sprite | null = null;
-      let file = '';
-      for (let t = 0; t < SPRITE_TRIES && !sprite; t++) {
-        file = files[objRng.int(0, files.length - 1)]!;
-        sprite = await this.sprite(file);
-      }
-      if (!sprite) continue;
-      const area = this.place(sprite, objRng, canvas, owner, placed);
-      if (area > 0) placed.push({ categoryId: classIndex + 1, fullArea: area, file });
+      const drawn = await this.sprites.draw(this.classFiles[classIndex]!, objRng, SPRITE_TRIES);
+      if (!drawn) continue;
+      const area = this.place(drawn.sprite, objRng, canvas, owner, placed);
+      if (area > 0) placed.push({ categoryId: classIndex + 1, fullArea: area, file: drawn.file });
     }
     return this.finish(index, canvas, owner, placed, background);
   }
@@ -172,21 +173,17 @@ export class SceneGenerator {
     const { size } = this;
     const o = this.options;
     for (let attempt = 0; attempt < PLACEMENT_TRIES; attempt++) {
-      const longSide = rng.uniform(o.scaleRange[0], o.scaleRange[1]) * size;
-      const scale = longSide / Math.max(sprite.width, sprite.height);
-      const w = Math.max(4, Math.round(sprite.width * scale));
-      const h = Math.max(4, Math.round(sprite.height * scale));
+      const { w, h } = fitSprite(sprite, rng.uniform(o.scaleRange[0], o.scaleRange[1]) * size);
       const flip = rng.chance(0.5);
       const x0 = rng.int(0, size - w);
       const y0 = rng.int(0, size - h);
-      const rgba = new Float32Array(w * h * 4);
-      resizedCrop(sprite.rgba, 0, sprite.width, sprite.height, 4, { x: 0, y: 0, w: sprite.width, h: sprite.height }, flip, rgba, 0, w, h);
+      const rgba = renderSprite(sprite, w, h, flip);
       // Pixels each earlier object would lose.
       const lost = new Int32Array(k);
       let area = 0;
       for (let y = 0; y < h; y++) {
         for (let x = 0; x < w; x++) {
-          if (rgba[(y * w + x) * 4 + 3]! < 0.5) continue;
+          if (rgba[(y * w + x) * 4 + 3]! < MASK_ALPHA) continue;
           area++;
           const prev = owner[(y + y0) * size + x + x0]!;
           if (prev >= 0) lost[prev]!++;
@@ -200,18 +197,7 @@ export class SceneGenerator {
         ok = visible[j]! - lost[j]! >= (1 - o.maxOcclusion) * placed[j]!.fullArea && visible[j]! - lost[j]! > 0;
       }
       if (!ok) continue;
-      // Paste: alpha-composite; the mask is alpha >= 0.5.
-      for (let y = 0; y < h; y++) {
-        for (let x = 0; x < w; x++) {
-          const s = (y * w + x) * 4;
-          const a = rgba[s + 3]!;
-          if (a <= 0) continue;
-          const p = (y + y0) * size + x + x0;
-          // Premultiplied colour: over-compositing is canvas * (1 - a) + colour.
-          for (let c = 0; c < 3; c++) canvas[p * 3 + c] = canvas[p * 3 + c]! * (1 - a) + rgba[s + c]!;
-          if (a >= 0.5) owner[p] = k;
-        }
-      }
+      pasteSprite(canvas, size, rgba, w, h, x0, y0, (p) => (owner[p] = k));
       return area;
     }
     return 0;
@@ -323,6 +309,7 @@ function newDataset(gen: SceneGenerator, split: string): SplitParts {
         scaleRange: options.scaleRange,
         maxOcclusion: options.maxOcclusion,
         backgrounds: options.backgrounds,
+        sprites: options.sprites,
       },
       licenses: [],
       images: [],

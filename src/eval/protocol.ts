@@ -8,7 +8,14 @@ import type { z } from 'zod';
 import type { LoadedBackbone } from '../io/backbone.js';
 import type { FeatureSplits } from './feature_input.js';
 
-export type ProtocolInput = { kind: 'features'; features: FeatureSplits } | { kind: 'backbone'; loaded: LoadedBackbone };
+export type ProtocolInput =
+  | { kind: 'features'; features: FeatureSplits }
+  | {
+      kind: 'backbone';
+      loaded: LoadedBackbone;
+      /** A folder of this evaluation's own (next to its report) for resumable state; null: keep nothing. */
+      workDir: string | null;
+    };
 
 export interface ProtocolResult {
   /** Scalar results by name (top1, top5, AP50, mIoU, ...), percent where a rate. */
@@ -17,6 +24,8 @@ export interface ProtocolResult {
   details?: Record<string, unknown>;
   /** Files the protocol wrote (plots, maps), by name, paths relative to the report. */
   artifacts?: Record<string, string>;
+  /** What the protocol ran on, where it is not the feature input's (transfer protocols: the scenes). */
+  data?: Partial<EvalReport['data']>;
 }
 
 export interface Protocol<S extends z.AnyZodObject = z.AnyZodObject> {

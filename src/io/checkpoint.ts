@@ -217,7 +217,7 @@ export function restoreMethod(checkpoint: Checkpoint, method: Module & { name: s
  * The checkpoint's tensors named `prefix` + a name of `module`'s, loaded into
  * `module`; a missing, extra or misshapen tensor is an error naming the file.
  */
-export function restoreModule(checkpoint: Checkpoint, module: Module, prefix: string, what: string): void {
+export function restoreModule(checkpoint: Pick<Checkpoint, 'path' | 'model'>, module: Module, prefix: string, what: string): void {
   const { path } = checkpoint;
   const own = module.stateDict();
   const saved = Object.fromEntries(Object.entries(checkpoint.model).filter(([k]) => k.startsWith(prefix)).map(([k, t]) => [k.slice(prefix.length), t]));
@@ -241,7 +241,7 @@ export function restoreModule(checkpoint: Checkpoint, module: Module, prefix: st
   }
 }
 
-export function restoreOptimizer(checkpoint: Checkpoint, optimizer: OptimizerState): void {
+export function restoreOptimizer(checkpoint: Pick<Checkpoint, 'path' | 'optimizer'>, optimizer: OptimizerState): void {
   const tensors = toTensors(checkpoint.optimizer);
   try {
     optimizer.loadState(tensors);
@@ -250,4 +250,43 @@ export function restoreOptimizer(checkpoint: Checkpoint, optimizer: OptimizerSta
   } finally {
     tf.dispose(Object.values(tensors));
   }
+}
+
+const FINETUNE_STATE_FORMAT = 'selfsup-finetune-state';
+
+/**
+ * A fine-tuning loop's resumable state (transfer protocols): the whole
+ * model, the optimizer slots and a JSON `state` object (iteration, settings
+ * fingerprint), written atomically. Separate from run checkpoints, which
+ * carry a method and a run config.
+ */
+export function saveFinetuneState(path: string, model: Module, optimizer: OptimizerState, state: Record<string, unknown>): void {
+  const tensors: Record<string, RawTensor> = {};
+  for (const [name, t] of Object.entries(model.stateDict())) tensors[`model.${name}`] = rawOf(t);
+  const optState = optimizer.state();
+  try {
+    for (const [name, t] of Object.entries(optState)) tensors[`optimizer.${name}`] = rawOf(t);
+  } finally {
+    tf.dispose(Object.values(optState));
+  }
+  removeStaleTemporaries(path);
+  writeFileAtomic(path, encodeSafetensors(tensors, { format: FINETUNE_STATE_FORMAT, state: JSON.stringify(state) }));
+}
+
+/** The `state` object of a fine-tune state file, without loading its tensors into anything. */
+export function readFinetuneState(path: string): { state: Record<string, unknown>; tensors: Pick<Checkpoint, 'path' | 'model' | 'optimizer'> } {
+  const { tensors, metadata } = decodeSafetensors(readFileSync(path), `fine-tune state ${path}`);
+  if (metadata.format !== FINETUNE_STATE_FORMAT) {
+    throw new Error(`fine-tune state ${path}: not a selfsup fine-tune state (metadata format is ${JSON.stringify(metadata.format)})`);
+  }
+  const state = parseJson<Record<string, unknown>>(path, metadata, 'state');
+  const model: Record<string, RawTensor> = {};
+  const optimizer: Record<string, RawTensor> = {};
+  for (const [name, t] of Object.entries(tensors)) {
+    if (name.startsWith('model.')) model[name.slice(6)] = t;
+    else if (name.startsWith('optimizer.')) optimizer[name.slice(10)] = t;
+    else throw new Error(`fine-tune state ${path}: unexpected tensor '${name}'`);
+  }
+  // restoreModule and restoreOptimizer load these strictly, naming the file.
+  return { state, tensors: { path, model, optimizer } };
 }

@@ -40,3 +40,11 @@ export function kaimingNormalFanOut(shape: [number, number, number, number], rng
 export function fanInUniform(shape: number[], fanIn: number, rng: RandomStream): Tensor {
   return uniform(shape, 1 / Math.sqrt(fanIn), rng);
 }
+
+/**
+ * detectron2's c2_xavier_fill (Caffe2's "XavierFill"): kaiming_uniform with
+ * a = 1, i.e. U(+-sqrt(3 / fan_in)). Its FPN and box-head layers start so.
+ */
+export function xavierFanInUniform(shape: number[], fanIn: number, rng: RandomStream): Tensor {
+  return uniform(shape, Math.sqrt(3 / fanIn), rng);
+}

@@ -59,6 +59,30 @@ export class Conv2d extends Module {
   }
 }
 
+/**
+ * Transposed convolution with kernel = stride (no overlap), as the mask head's
+ * 2x upsampling; weights [k, k, out, in], the tfjs conv2dTranspose layout.
+ */
+export class ConvTranspose2d extends Module {
+  readonly weight: Variable;
+  readonly bias: Variable;
+
+  constructor(readonly inChannels: number, readonly outChannels: number, readonly kernelSize: number, { rng = sharedRng }: { rng?: Mulberry32 } = {}) {
+    super();
+    // PyTorch computes fan_in of a transposed conv's [in, out, k, k] weight as out * k * k.
+    const fanIn = outChannels * kernelSize * kernelSize;
+    this.weight = this.addParameter('weight', kaimingNormalFanOut([kernelSize, kernelSize, outChannels, inChannels], rng));
+    this.bias = this.addParameter('bias', fanInUniform([outChannels], fanIn, rng), { decay: false });
+  }
+
+  forward(x: Tensor4D): Tensor4D {
+    const [n, h, w] = x.shape;
+    const k = this.kernelSize;
+    const y = tf.conv2dTranspose(x, this.weight as Tensor4D, [n, h * k, w * k, this.outChannels], k, 'valid');
+    return tf.add<Tensor4D>(y, this.bias);
+  }
+}
+
 export interface BatchNormOptions {
   eps?: number;
   /** Running-stat update weight of the new batch, PyTorch's convention. */

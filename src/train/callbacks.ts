@@ -18,7 +18,8 @@ export class StopOnSignal implements TrainerCallback {
 
   constructor(private readonly signal?: AbortSignal) {}
 
-  onTrainStart(loop: Loop): void {
+  /** Needs only the loop's stop request, so other loops (transfer fine-tuning) use it too. */
+  onTrainStart(loop: Pick<Loop, 'stopRequested' | 'requestStop'>): void {
     const onSignal = (sig: NodeJS.Signals) => {
       if (loop.stopRequested) process.exit(sig === 'SIGINT' ? 130 : 143);
       loop.requestStop(sig);

@@ -53,6 +53,19 @@ export function constantSchedule(o: LrScheduleOptions): LrSchedule {
   return withWarmup(o, () => o.peak);
 }
 
+/**
+ * detectron2's WarmupMultiStepLR, per iteration: the factor ramps linearly
+ * from `warmupFactor` to 1 over `warmupIters`, and the rate is multiplied by
+ * gamma at each milestone passed (iterations). Fine-tuning for transfer uses it.
+ */
+export function warmupMultiStep(o: { peak: number; warmupIters: number; warmupFactor: number; milestones: number[]; gamma: number }): LrSchedule {
+  return (step) => {
+    const alpha = o.warmupIters > 0 ? Math.min(1, step / o.warmupIters) : 1;
+    const warm = step < o.warmupIters ? o.warmupFactor * (1 - alpha) + alpha : 1;
+    return o.peak * warm * o.gamma ** o.milestones.filter((m) => step >= m).length;
+  };
+}
+
 /** The learning-rate schedule a run config describes. */
 export function createLrSchedule(config: RunConfig, stepsPerEpoch: number): LrSchedule {
   const s = config.schedule;
