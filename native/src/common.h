@@ -11,6 +11,7 @@
 #include <dnnl.hpp>
 #include <memory>
 #include <string>
+#include <list>
 #include <unordered_map>
 #include <vector>
 
@@ -44,22 +45,41 @@ inline std::string keyOf(const char* kind, const std::vector<int64_t>& dims) {
 }
 
 // Memoises objects built for one shape, so a training loop re-creates nothing.
+// Bounded, least recently used first out: a detector's heads see a new RoI
+// count nearly every step, and an unbounded cache of oneDNN primitives grew
+// to gigabytes over a fine-tune. A returned reference stays valid until
+// `capacity` other shapes have been added.
 template <typename T>
 class ShapeCache {
  public:
+  explicit ShapeCache(size_t capacity = 256) : capacity_(capacity < 2 ? 2 : capacity) {}
+
   template <typename Make>
   T& get(const std::string& key, Make make) {
     auto it = map_.find(key);
-    if (it != map_.end()) return *it->second;
+    if (it != map_.end()) {
+      order_.splice(order_.begin(), order_, it->second.second);
+      return *it->second.first;
+    }
+    if (map_.size() >= capacity_) {
+      map_.erase(order_.back());
+      order_.pop_back();
+    }
     auto* made = new T(make());
-    map_.emplace(key, std::unique_ptr<T>(made));
+    order_.push_front(key);
+    map_.emplace(key, std::make_pair(std::unique_ptr<T>(made), order_.begin()));
     return *made;
   }
   size_t size() const { return map_.size(); }
-  void clear() { map_.clear(); }
+  void clear() {
+    map_.clear();
+    order_.clear();
+  }
 
  private:
-  std::unordered_map<std::string, std::unique_ptr<T>> map_;
+  size_t capacity_;
+  std::list<std::string> order_;
+  std::unordered_map<std::string, std::pair<std::unique_ptr<T>, std::list<std::string>::iterator>> map_;
 };
 
 // A reorder from one layout to another, built once per shape pair.

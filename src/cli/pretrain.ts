@@ -66,7 +66,7 @@ export function registerPretrainCommand(program: Command): void {
     .command('pretrain')
     .description('Train a representation (self-supervised, or the supervised baseline) and write checkpoints to --out')
     .option('--method <name>', `method: ${methodNames().join(', ')} (default: ${d.method})`)
-    .option('--dataset <name>', `fashion-mnist | folder:PATH (default: ${d.dataset.name})`)
+    .option('--dataset <name>', `fashion-mnist | folder:PATH | objects:DIR (default: ${d.dataset.name})`)
     .option('--data <dir>', 'folder holding the Fashion-MNIST IDX files (default: Debian dataset-fashion-mnist)')
     .option('--limit <n>', 'use only the first N training images (quick tries)', positiveInt)
     .option('--size <px>', `working resolution (default: ${d.dataset.size})`, positiveInt)

@@ -18,3 +18,4 @@ export * from './scenes.js';
 export * from './packages.js';
 export * from './scenes_reader.js';
 export * from './dataset_config.js';
+export * from './objects.js';

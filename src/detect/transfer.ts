@@ -66,17 +66,17 @@ export function finetuneSettings(o: TransferOptions): FinetuneSettings {
 }
 
 /**
- * Scene pixels as the backbone's input: RGB normalised with the toolkit's
- * defaults, or, for a one-channel backbone (Fashion-MNIST runs), luma
- * normalised with the grey defaults.
+ * Scene pixels as the backbone's input, normalised as pretraining normalised
+ * its views (data/dataset_config.ts: RGB in [0, 1], grey with Fashion-MNIST's
+ * statistics); a one-channel backbone (Fashion-MNIST runs) sees the luma.
  */
 export function backboneInput(channels: number): { mean: number[]; std: number[]; toTensor(batch: DetectionBatch, height: number, width: number): Tensor4D } {
   if (channels === 3) {
-    const { mean, std } = defaultNormalization(3)!;
+    const { mean, std } = defaultNormalization(3) ?? { mean: [0, 0, 0], std: [1, 1, 1] };
     return { mean, std, toTensor: (b, h, w) => tf.tensor4d(b.images, [b.indices.length, h, w, 3]) };
   }
   if (channels !== 1) throw new Error(`transfer: backbones of ${channels} input channels are not supported (1 or 3)`);
-  const grey = defaultNormalization(1)!;
+  const grey = defaultNormalization(1) ?? { mean: [0], std: [1] };
   return {
     mean: [0, 0, 0],
     std: [1, 1, 1],

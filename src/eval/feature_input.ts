@@ -6,7 +6,7 @@
 // protocol on the same checkpoint skips the backbone.
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { dataFacts, defaultNormalization, loadTestSet, loadTrainingSet, type DatasetConfig } from '../data/dataset_config.js';
+import { dataFacts, defaultNormalization, hasTestSplit, loadTestSplit, loadTrainingSet, type DatasetConfig } from '../data/dataset_config.js';
 import type { ImageSet } from '../data/image_set.js';
 import type { LoadedBackbone } from '../io/backbone.js';
 import { cachedFeatures } from './feature_cache.js';
@@ -41,10 +41,11 @@ export interface FeatureSplits {
 const HOLDOUT_STREAM = 0x65766c; // 'evl'
 
 async function evaluationSets(dataset: DatasetConfig, seed: number, o: FeatureInputOptions): Promise<{ train: ImageSet; test: ImageSet; tag: string }> {
-  if (dataset.name === 'fashion-mnist') {
+  if (hasTestSplit(dataset)) {
+    // Fashion-MNIST's test set and an objects folder's val split: the images pretraining never saw.
     const train = await loadTrainingSet({ ...dataset, limit: o.limit });
-    const test = loadTestSet({ ...dataset, limit: undefined }, o.testLimit ?? Number.MAX_SAFE_INTEGER)!;
-    return { train, test, tag: 'fashion-mnist' };
+    const test = await loadTestSplit({ ...dataset, limit: undefined }, o.testLimit ?? Number.MAX_SAFE_INTEGER);
+    if (test) return { train, test, tag: dataset.name };
   }
   const all = await loadTrainingSet({ ...dataset, limit: undefined });
   const held = Math.max(1, Math.round(all.count * o.testFraction));
@@ -56,7 +57,7 @@ async function evaluationSets(dataset: DatasetConfig, seed: number, o: FeatureIn
 export async function prepareFeatures(loaded: LoadedBackbone, o: FeatureInputOptions, log: (line: string) => void): Promise<FeatureSplits> {
   const { config, checkpoint } = loaded;
   const dataset: DatasetConfig = { ...config.dataset, dir: o.data ?? config.dataset.dir };
-  if (o.data && dataset.name.startsWith('folder:')) dataset.name = `folder:${o.data}`;
+  for (const prefix of ['folder:', 'objects:']) if (o.data && dataset.name.startsWith(prefix)) dataset.name = `${prefix}${o.data}`;
   const sets = await evaluationSets(dataset, config.seed, o);
   const numClasses = Math.max(dataFacts(sets.train).numClasses, dataFacts(sets.test).numClasses);
   if (numClasses < 2 || sets.train.labels.some((l) => l < 0)) {
