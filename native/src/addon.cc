@@ -57,7 +57,7 @@ dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::
   dnnl::memory srcMem(from, cpuEngine(), src);
   dnnl::memory dstMem = scratch(to, slot);
   SmallWorkOnOneThread limit(to.get_size());
-  cachedReorder(srcMem, dstMem).execute(cpuStream(), srcMem, dstMem);
+  executeDeferringSignals(cachedReorder(srcMem, dstMem), cpuStream(), srcMem, dstMem);
   return dstMem;
 }
 
@@ -77,7 +77,7 @@ void finishOutput(const dnnl::memory& staged, const dnnl::memory::desc& user, vo
   if (staged.get_data_handle() == ptr) return;
   dnnl::memory userMem(user, cpuEngine(), ptr);
   SmallWorkOnOneThread limit(user.get_size());
-  cachedReorder(staged, userMem).execute(cpuStream(), const_cast<dnnl::memory&>(staged), userMem);
+  executeDeferringSignals(cachedReorder(staged, userMem), cpuStream(), const_cast<dnnl::memory&>(staged), userMem);
 }
 
 void parallelRanges(int64_t n, int64_t cost, const std::function<void(int64_t, int64_t)>& body) {
@@ -135,6 +135,11 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     int n = std::atoi(t);
     if (n > 0) omp_set_num_threads(n);
   }
+  // The OpenMP workers never take asynchronous signals: a process-directed
+  // signal could otherwise land on one while it runs oneDNN's JIT gemm on a
+  // heap stack (SignalsDeferred in common.h). Node's main thread handles them.
+#pragma omp parallel
+  if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &asyncSignals(), nullptr);
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, GetInfo));
   InitConv(env, exports);

@@ -4,6 +4,9 @@
 #pragma once
 #include <napi.h>
 #include <omp.h>
+#include <pthread.h>
+
+#include <csignal>
 
 #include <cstdint>
 #include <functional>
@@ -13,6 +16,7 @@
 #include <string>
 #include <list>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace selfsup {
@@ -42,6 +46,38 @@ inline std::string keyOf(const char* kind, const std::vector<int64_t>& dims) {
   std::string k(kind);
   for (auto d : dims) { k += ','; k += std::to_string(d); }
   return k;
+}
+
+// Asynchronous signals wait while a oneDNN primitive runs. Its JIT gemm
+// moves the stack pointer into heap scratch, so a signal frame (SIGPROF from
+// --cpu-prof, a burst of Ctrl-C) written there corrupted the heap ("corrupted
+// size vs. prev_size"). Blocked signals stay pending and arrive after the call.
+inline const sigset_t& asyncSignals() {
+  static const sigset_t set = [] {
+    sigset_t s;
+    sigfillset(&s);
+    for (int sync : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&s, sync);
+    return s;
+  }();
+  return set;
+}
+
+class SignalsDeferred {
+ public:
+  SignalsDeferred() { pthread_sigmask(SIG_BLOCK, &asyncSignals(), &saved_); }
+  ~SignalsDeferred() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  SignalsDeferred(const SignalsDeferred&) = delete;
+  SignalsDeferred& operator=(const SignalsDeferred&) = delete;
+
+ private:
+  sigset_t saved_;
+};
+
+/** Runs a oneDNN primitive with asynchronous signals deferred (see SignalsDeferred). */
+template <typename Primitive, typename... Args>
+void executeDeferringSignals(Primitive& prim, Args&&... args) {
+  SignalsDeferred deferred;
+  prim.execute(std::forward<Args>(args)...);
 }
 
 // Memoises objects built for one shape, so a training loop re-creates nothing.

@@ -135,7 +135,7 @@ void runForward(const ConvShape& s, std::vector<int64_t> key, float* x, float* w
                                        {DNNL_ARG_WEIGHTS, stageInput(weights ? *weights : s.userWeights(), w, fwd.weights, weightSlot)},
                                        {DNNL_ARG_DST, dst}};
   if (b) args.insert({DNNL_ARG_BIAS, memory(s.bias(), cpuEngine(), b)});
-  fwd.prim.execute(cpuStream(), args);
+  executeDeferringSignals(fwd.prim, cpuStream(), args);
   finishOutput(dst, s.dst(), y);
   cpuStream().wait();
 }
@@ -198,9 +198,10 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
     return ConvPrimitive{dnnl::convolution_backward_data(pd), pd.diff_src_desc(), pd.weights_desc(), pd.diff_dst_desc()};
   });
   memory diffSrc = stageOutput(s.src(), dx, bwd.src, srcSlot);
-  bwd.prim.execute(cpuStream(), {{DNNL_ARG_DIFF_DST, stageInput(s.dst(), dy, bwd.dst, dstSlot)},
-                                 {DNNL_ARG_WEIGHTS, stageInput(s.userWeights(), w, bwd.weights, weightSlot)},
-                                 {DNNL_ARG_DIFF_SRC, diffSrc}});
+  std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, stageInput(s.dst(), dy, bwd.dst, dstSlot)},
+                                       {DNNL_ARG_WEIGHTS, stageInput(s.userWeights(), w, bwd.weights, weightSlot)},
+                                       {DNNL_ARG_DIFF_SRC, diffSrc}};
+  executeDeferringSignals(bwd.prim, cpuStream(), args);
   finishOutput(diffSrc, s.src(), dx);
   cpuStream().wait();
   return info.Env().Undefined();
@@ -233,7 +234,7 @@ Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
                                        {DNNL_ARG_DIFF_DST, stageInput(s.dst(), dy, bwd.dst, dstSlot)},
                                        {DNNL_ARG_DIFF_WEIGHTS, diffWeights}};
   if (db) args.insert({DNNL_ARG_DIFF_BIAS, memory(s.bias(), cpuEngine(), db)});
-  bwd.prim.execute(cpuStream(), args);
+  executeDeferringSignals(bwd.prim, cpuStream(), args);
   finishOutput(diffWeights, s.userWeights(), dw);
   cpuStream().wait();
   return info.Env().Undefined();

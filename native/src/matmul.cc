@@ -48,7 +48,7 @@ Napi::Value MatmulFn(const Napi::CallbackInfo& info) {
                                        {DNNL_ARG_WEIGHTS, memory(mm.b, cpuEngine(), b)},
                                        {DNNL_ARG_DST, memory(mm.c, cpuEngine(), c)}};
   if (bias) args.insert({DNNL_ARG_BIAS, memory(mm.bias, cpuEngine(), bias)});
-  mm.prim.execute(cpuStream(), args);
+  executeDeferringSignals(mm.prim, cpuStream(), args);
   cpuStream().wait();
   return info.Env().Undefined();
 }
