@@ -13,10 +13,8 @@
 // native step, then one PyTorch step at each thread count, round after round)
 // so that the machine's speed drift hits both engines alike.
 // Results go to bench/results/<timestamp>.json in the repository.
-import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import * as tf from '../src/core/tf.js';
@@ -29,6 +27,7 @@ import { writeFileAtomic } from '../src/core/files.js';
 import { SGD, namedParameters } from '../src/train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../src/data/index.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
+import { repoRoot } from './rows.js';
 
 /** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
 interface ModelSpec {
@@ -249,21 +248,6 @@ async function timeTfjs(spec: ModelSpec, batch: number, backend: BackendName, st
     return { skipped: `failed: ${err instanceof Error ? err.message : String(err)}` };
   } finally {
     run.dispose();
-  }
-}
-
-/**
- * The repository root: the nearest folder above this file whose package.json
- * is selfsup's (this file runs as dist/bench/engines.js).
- */
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'selfsup') return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`cannot find the selfsup repository above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
   }
 }
 

@@ -14,9 +14,8 @@
 // child process of its own, so one row's heap and kernel caches cannot slow
 // the next.
 // --readme rewrites the table between the bench-methods markers of README.md.
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { nativeAddon } from '../src/backend/native_addon.js';
 import { useBackend } from '../src/backend/select.js';
@@ -25,6 +24,7 @@ import type { BackendChoice } from '../src/backend/select.js';
 import { nonNegativeInt, positiveInt } from '../src/app/flags.js';
 import { writeFileAtomic } from '../src/core/files.js';
 import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
+import { runSelfInChild, updateReadmeBlock } from './rows.js';
 
 interface Row {
   name: string;
@@ -161,28 +161,13 @@ const START = '<!-- bench-methods -->';
 const END = '<!-- /bench-methods -->';
 
 function updateReadme(file: string, text: string): void {
-  const path = resolve(file);
-  const readme = readFileSync(path, 'utf8');
-  const a = readme.indexOf(START);
-  const b = readme.indexOf(END);
-  if (a < 0 || b < a) throw new Error(`${file} has no ${START} ... ${END} block to rewrite`);
-  writeFileAtomic(path, `${readme.slice(0, a + START.length)}\n${text}\n${readme.slice(b)}`);
+  updateReadmeBlock(file, START, END, text);
   say(`${file}: methods table rewritten`);
 }
 
 /** This script again, for the one row, with the same flags; its table and README update are left to the parent. */
 function runInChild(row: string): void {
-  const args: string[] = [];
-  const argv = process.argv.slice(2);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--rows') i++;
-    else if (a === '--readme' && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) i++;
-    else if (!a.startsWith('--rows=') && !a.startsWith('--readme')) args.push(a);
-  }
-  const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...args, '--rows', row], { stdio: ['ignore', 'ignore', 'inherit'] });
-  if (child.error) throw child.error;
-  if (child.status !== 0) throw new Error(`row ${row} failed (exit ${child.status ?? child.signal}); its log is above`);
+  runSelfInChild(['--rows'], ['--rows', row], `row ${row}`);
 }
 
 async function main(): Promise<void> {

@@ -56,8 +56,8 @@ export interface FinetuneResult {
   resumedAt: number;
   /** Mean loss terms over windows of iterations, the whole run's (resumes included). */
   lossCurve: LossPoint[];
-  /** Images per second of this process's iterations. */
-  imagesPerSec: number;
+  /** Images per second of this process's iterations; null when it had none to do (resumed at the end). */
+  imagesPerSec: number | null;
 }
 
 export interface FinetuneIo {
@@ -81,6 +81,7 @@ export async function finetune<B>(task: FinetuneTask<B>, settings: FinetuneSetti
   const schedule = warmupMultiStep({ peak: settings.lr, ...settings });
   let iter = 0;
   let lossCurve: LossPoint[] = [];
+  const window: { loss: number; terms: Record<string, number>; count: number } = { loss: 0, terms: {}, count: 0 };
   if (io.stateFile && existsSync(io.stateFile)) {
     const { state, tensors } = readFinetuneState(io.stateFile);
     if (state.fingerprint !== io.fingerprint) {
@@ -90,6 +91,8 @@ export async function finetune<B>(task: FinetuneTask<B>, settings: FinetuneSetti
     restoreOptimizer(tensors, optimizer);
     iter = Number(state.iter);
     lossCurve = (state.lossCurve as LossPoint[]) ?? [];
+    // The unfinished window too, so the curve does not depend on where a run was interrupted.
+    if (state.window) Object.assign(window, state.window);
     io.log(`resume: ${io.stateFile} at iteration ${iter} of ${settings.iters}`);
   }
   const resumedAt = iter;
@@ -102,10 +105,9 @@ export async function finetune<B>(task: FinetuneTask<B>, settings: FinetuneSetti
   const signals = new StopOnSignal(io.signal);
   signals.onTrainStart(loop);
   const save = () => {
-    if (io.stateFile) saveFinetuneState(io.stateFile, model, optimizer, { fingerprint: io.fingerprint, iter, lossCurve });
+    if (io.stateFile) saveFinetuneState(io.stateFile, model, optimizer, { fingerprint: io.fingerprint, iter, lossCurve, window });
   };
   const progress = createProgress({ totalSteps: settings.iters, startStep: iter, epochs: Math.ceil(settings.iters / task.itersPerEpoch), quiet: io.quiet ?? false, log: io.log });
-  const window: { loss: number; terms: Record<string, number>; count: number } = { loss: 0, terms: {}, count: 0 };
   const started = performance.now();
   model.train();
   try {
@@ -156,6 +158,6 @@ export async function finetune<B>(task: FinetuneTask<B>, settings: FinetuneSetti
     stopped: loop.stopRequested,
     resumedAt,
     lossCurve,
-    imagesPerSec: seconds > 0 ? ((iter - resumedAt) * settings.batchSize) / seconds : 0,
+    imagesPerSec: iter > resumedAt && seconds > 0 ? ((iter - resumedAt) * settings.batchSize) / seconds : null,
   };
 }

@@ -69,7 +69,7 @@ export const detectProtocol = defineProtocol({
       const fit = await finetune(task, finetuneSettings(o), finetuneIo(loaded, input.workDir, o, 'detect', log));
       if (fit.stopped) throw new Error(`detect: stopped (${fit.stopped}) at iteration ${fit.iterations} of ${o.iters}; run the same command again to resume`);
       preciseBatchNorm(model, data.train, o, features, (images) => void model.pyramid(images));
-      log(`detect: fine-tuned at ${fit.imagesPerSec.toFixed(1)} img/s; predicting ${data.val.count} val scenes`);
+      log(`detect: fine-tuned at ${fit.imagesPerSec?.toFixed(1) ?? '(resumed at the end)'} img/s; predicting ${data.val.count} val scenes`);
       const results = predictCoco(model, data.val, features, o.batchSize);
       const box = evaluateCoco(data.val.split.coco, results.bbox, { iouType: 'bbox' });
       const mask = evaluateCoco(data.val.split.coco, results.segm, { iouType: 'segm' });
@@ -79,7 +79,7 @@ export const detectProtocol = defineProtocol({
         metrics: {
           AP: percent(b.AP!), AP50: percent(b.AP50!), AP75: percent(b.AP75!), APs: percent(b.APs!), APm: percent(b.APm!), APl: percent(b.APl!),
           APmask: percent(m.AP!), APmask50: percent(m.AP50!), APmask75: percent(m.AP75!),
-          imagesPerSec: fit.imagesPerSec,
+          ...(fit.imagesPerSec === null ? {} : { imagesPerSec: fit.imagesPerSec }),
           finalLoss: fit.lossCurve.at(-1)?.loss ?? Number.NaN,
         },
         details: {

@@ -66,7 +66,7 @@ export const segmentProtocol = defineProtocol({
       const s = confusion.scores();
       const names = ['background', ...data.train.categoryNames];
       return {
-        metrics: { mIoU: s.mIoU, fwIoU: s.fwIoU, mACC: s.mACC, pACC: s.pACC, imagesPerSec: fit.imagesPerSec, finalLoss: fit.lossCurve.at(-1)?.loss ?? Number.NaN },
+        metrics: { mIoU: s.mIoU, fwIoU: s.fwIoU, mACC: s.mACC, pACC: s.pACC, ...(fit.imagesPerSec === null ? {} : { imagesPerSec: fit.imagesPerSec }), finalLoss: fit.lossCurve.at(-1)?.loss ?? Number.NaN },
         details: { perClassIoU: Object.fromEntries(names.map((n, k) => [n, s.perClass[k]])), lossCurve: fit.lossCurve, iterations: fit.iterations, resumedAt: fit.resumedAt },
         data: dataSummary(o, data),
       };
