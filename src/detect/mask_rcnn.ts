@@ -68,6 +68,11 @@ export class MaskRCNN extends Module {
     this.roiHeads = this.addModule('roi_heads', new RoiHeads(settings.fpnChannels, { ...settings.roi, numClasses: settings.numClasses }, rng));
   }
 
+  /** Frees everything but the backbone, which belongs to whoever passed it in. */
+  disposeHeads(): void {
+    for (const part of [this.fpn, this.rpn, this.roiHeads]) part.dispose();
+  }
+
   pyramid(images: Tensor4D): Pyramid {
     return this.fpn.forward(this.backbone.forward(images));
   }

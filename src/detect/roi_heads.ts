@@ -286,7 +286,7 @@ export class RoiHeads extends Module {
     proposals.forEach((p, i) => {
       for (let k = 0; k < p.length / 4; k++) image.push(i);
     });
-    const all: Rois = { boxes: concatFloat(proposals), image: Int32Array.from(image) };
+    const all: Rois = { boxes: concat(proposals, new Float32Array(0)), image: Int32Array.from(image) };
     const [probs, deltas] = tf.tidy(() => {
       const { scores, deltas } = this.boxHead.forward(poolPyramid(pyramid, all, boxPool, canonicalBox, imageHeight));
       return [tf.softmax(scores).dataSync() as Float32Array, deltas.dataSync() as Float32Array];
@@ -336,11 +336,11 @@ export class RoiHeads extends Module {
     const image: number[] = [];
     detections.forEach((d, i) => d.classes.forEach(() => image.push(i)));
     if (image.length === 0) return;
-    const classes = concatInt(detections.map((d) => d.classes));
+    const classes = concat(detections.map((d) => d.classes), new Int32Array(0));
     const oneHot = new Float32Array(image.length * numClasses);
     classes.forEach((c, k) => (oneHot[k * numClasses + c] = 1));
     const masks = tf.tidy(() => {
-      const logits = this.maskHead.forward(poolPyramid(pyramid, { boxes: concatFloat(detections.map((d) => d.boxes)), image: Int32Array.from(image) }, maskPool, canonicalBox, imageHeight));
+      const logits = this.maskHead.forward(poolPyramid(pyramid, { boxes: concat(detections.map((d) => d.boxes), new Float32Array(0)), image: Int32Array.from(image) }, maskPool, canonicalBox, imageHeight));
       return tf.sigmoid(tf.sum(tf.mul(logits, tf.tensor4d(oneHot, [image.length, 1, 1, numClasses])), 3)).dataSync() as Float32Array;
     });
     const area = (maskPool * 2) ** 2;
@@ -352,18 +352,9 @@ export class RoiHeads extends Module {
   }
 }
 
-function concatFloat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-function concatInt(parts: Int32Array[]): Int32Array {
-  const out = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
+/** The arrays end to end, in one array of the first's type. */
+function concat<A extends Float32Array | Int32Array>(parts: A[], empty: A): A {
+  const out = new (empty.constructor as new (n: number) => A)(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {
     out.set(p, at);

@@ -49,6 +49,13 @@ export class SemanticFPN extends Module {
     this.predictor.bias!.assign(tf.zerosLike(this.predictor.bias!));
   }
 
+  /** Frees everything but the backbone, which belongs to whoever passed it in. */
+  disposeHeads(): void {
+    this.fpn.dispose();
+    for (const block of this.heads.flat()) block.dispose();
+    this.predictor.dispose();
+  }
+
   pyramid(images: Tensor4D): Pyramid {
     return this.fpn.forward(this.backbone.forward(images));
   }

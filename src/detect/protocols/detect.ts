@@ -94,8 +94,7 @@ export const detectProtocol = defineProtocol({
         data: dataSummary(o, data),
       };
     } finally {
-      // The backbone belongs to the caller, who disposes it.
-      for (const part of [model.fpn, model.rpn, model.roiHeads]) part.dispose();
+      model.disposeHeads();
     }
   },
   format(report: EvalReport) {

@@ -71,8 +71,7 @@ export const segmentProtocol = defineProtocol({
         data: dataSummary(o, data),
       };
     } finally {
-      // The backbone belongs to the caller, who disposes it.
-      for (const [name, part] of model.namedModules()) if (name !== '' && !name.startsWith('backbone') && !name.includes('.')) part.dispose();
+      model.disposeHeads();
     }
   },
   format(report: EvalReport) {
