@@ -80,7 +80,7 @@ describe('resolveRunConfig', () => {
   });
 
   test('a bad flag value is reported against the flag', () => {
-    assert.throws(() => resolveRunConfig({ flags: { out: 'runs/x', dataset: 'imagenet' } }), /--dataset: expected fashion-mnist or folder:PATH/);
+    assert.throws(() => resolveRunConfig({ flags: { out: 'runs/x', dataset: 'imagenet' } }), /--dataset: expected fashion-mnist, folder:PATH or objects:DIR/);
     assert.throws(() => resolveRunConfig({ flags: { out: 'runs/x', epochs: 0 } }), /--epochs: Number must be greater than 0/);
   });
 

@@ -52,7 +52,7 @@ describe('selfsup pretrain errors', () => {
     fails(['pretrain', '--epochs', 'abc', '--out', join(dir, 'a')], /option '--epochs <n>' argument 'abc' is invalid\. expected a positive integer/);
     fails(['pretrain', '--epochs', '0', '--out', join(dir, 'a')], /--epochs <n>' argument '0' is invalid/);
     fails(['pretrain', '--arch', 'vgg', '--out', join(dir, 'a')], /option '--arch <name>' argument 'vgg' is invalid\. Allowed choices are resnet18, resnet34, resnet50/);
-    fails(['pretrain', '--dataset', 'imagenet', '--out', join(dir, 'a')], /--dataset: expected fashion-mnist or folder:PATH/);
+    fails(['pretrain', '--dataset', 'imagenet', '--out', join(dir, 'a')], /--dataset: expected fashion-mnist, folder:PATH or objects:DIR/);
   });
 
   test('an unknown key in the YAML file names the key and the file', () => {
