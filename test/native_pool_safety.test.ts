@@ -4,7 +4,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/core/tf.js';
 import { totalmem } from 'node:os';
-import { poolBytes, type NativeBackend } from '../src/backend/native_backend.js';
+import { BufferPool, poolBytes, type NativeBackend } from '../src/backend/native_backend.js';
 import { setupNative } from './helpers.js';
 
 const N = 1 << 16; // above the pool's minimum length
@@ -65,4 +65,26 @@ test('the pool budget: SELFSUP_POOL_MB in megabytes, else a quarter of the machi
   assert.equal(poolBytes({ SELFSUP_POOL_MB: '0' }), 0);
   assert.equal(poolBytes({}), Math.floor(totalmem() / 4));
   assert.throws(() => poolBytes({ SELFSUP_POOL_MB: 'lots' }), /SELFSUP_POOL_MB must be a number of megabytes >= 0, got 'lots'/);
+});
+
+test('a full pool gives up the lengths used least recently, not the new ones (a detector makes new lengths every step)', () => {
+  const n = BufferPool.minLength;
+  const pool = new BufferPool(3 * n * 4 + 8 * 4 * 3); // room for three buffers of about n floats
+  const a = new Float32Array(n);
+  const b = new Float32Array(n + 8);
+  const c = new Float32Array(n + 16);
+  pool.give(a);
+  pool.give(b);
+  pool.give(c);
+  assert.equal(pool.take(n), a, 'a length taken comes back');
+  pool.give(a); // a is now the most recently used length; b is the least
+  pool.give(new Float32Array(n + 4)); // over budget: b goes, and b alone makes room
+  assert.equal(pool.take(n + 8), undefined, 'the least recently used length was dropped');
+  assert.equal(pool.take(n + 16), c);
+  assert.equal(pool.take(n), a);
+  assert.ok(pool.take(n + 4) instanceof Float32Array, 'the new length was kept (the old pool turned it away)');
+  assert.equal(pool.pooledBytes, 0);
+  const huge = new Float32Array(4 * n);
+  pool.give(huge);
+  assert.equal(pool.pooledBytes, 0, 'a buffer larger than the whole budget is not kept');
 });

@@ -99,16 +99,36 @@ export class BufferPool {
     if (length < BufferPool.minLength) return undefined;
     const list = this.free.get(length);
     const values = list?.pop();
-    if (values) this.bytes -= values.byteLength;
+    if (values) {
+      this.bytes -= values.byteLength;
+      this.touch(length, list!);
+    }
     return values;
   }
 
+  /**
+   * Keeps `values` for a later take of the same length. When the budget is
+   * spent, the lengths used least recently go first: a detector's RoI heads
+   * make new lengths every step, and a pool full of lengths that never come
+   * back would turn away the ones that do.
+   */
   give(values: Float32Array): void {
-    if (values.length < BufferPool.minLength || this.bytes + values.byteLength > this.capacityBytes) return;
-    let list = this.free.get(values.length);
-    if (!list) this.free.set(values.length, (list = []));
+    if (values.length < BufferPool.minLength || values.byteLength > this.capacityBytes) return;
+    for (const [length, stale] of this.free) {
+      if (this.bytes + values.byteLength <= this.capacityBytes) break;
+      while (stale.length > 0 && this.bytes + values.byteLength > this.capacityBytes) this.bytes -= stale.pop()!.byteLength;
+      if (stale.length === 0) this.free.delete(length);
+    }
+    const list = this.free.get(values.length) ?? [];
     list.push(values);
     this.bytes += values.byteLength;
+    this.touch(values.length, list);
+  }
+
+  /** Moves a length to the most recently used end (a Map iterates in insertion order). */
+  private touch(length: number, list: Float32Array[]): void {
+    this.free.delete(length);
+    if (list.length > 0) this.free.set(length, list);
   }
 
   get pooledBytes(): number {
