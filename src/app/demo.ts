@@ -37,11 +37,10 @@ export async function runDemo({ method, out, transfer = false, log = (line) => v
   const info = backend === 'native' ? nativeAddon().info() : undefined;
   log(`selfsup demo: ${method} on Fashion-MNIST, backend ${backend}${info ? ` (oneDNN ${info.onednn}, ${info.threads} threads)` : ''}`);
 
-  const stamp = new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '');
-  const config = parseRunConfig(
+  const { trained, minutes } = await pretrainForDemo(
     {
       method,
-      out: join(out, `demo-${method}-${stamp}`),
+      out: join(out, `demo-${method}-${timestamp()}`),
       epochs: schedule.epochs,
       batchSize: schedule.batchSize,
       dataset: { name: 'fashion-mnist', limit: schedule.limit },
@@ -49,11 +48,8 @@ export async function runDemo({ method, out, transfer = false, log = (line) => v
       workers: 0,
       backend,
     },
-    'demo config',
+    log,
   );
-  const started = performance.now();
-  const trained = await train(config, { log });
-  const minutes = (performance.now() - started) / 60000;
 
   const metrics = async (protocol: string, randomInit: boolean) =>
     (await evaluate({ checkpoint: trained.checkpoint, protocol, input: { limit: schedule.limit }, randomInit, backend, log })).report.metrics;
@@ -94,11 +90,10 @@ async function demoTransfer(method: string, out: string, log: (line: string) => 
   const scenesDone = existsSync(scenesJson) && (JSON.parse(readFileSync(scenesJson, 'utf8')) as { images: unknown[] }).images.length > 0;
   if (!scenesDone) await writeScenes(scenesDir, { count: TRANSFER.scenes, seed: 0 });
 
-  const stamp = new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '');
-  const config = parseRunConfig(
+  const { trained, minutes } = await pretrainForDemo(
     {
       method,
-      out: join(out, `demo-transfer-${method}-${stamp}`),
+      out: join(out, `demo-transfer-${method}-${timestamp()}`),
       epochs: TRANSFER.epochs,
       batchSize: TRANSFER.batchSize,
       dataset: { name: `objects:${objectsDir}`, size: 64 },
@@ -106,11 +101,8 @@ async function demoTransfer(method: string, out: string, log: (line: string) => 
       workers: 0,
       backend,
     },
-    'demo config',
+    log,
   );
-  const started = performance.now();
-  const trained = await train(config, { log });
-  const minutes = (performance.now() - started) / 60000;
   const detect = async (randomInit: boolean) =>
     (await evaluate({ checkpoint: trained.checkpoint, protocol: 'detect', options: { scenes: scenesDir, iters: TRANSFER.iters }, randomInit, backend, log })).report.metrics;
   const trainedAp = await detect(false);
@@ -125,4 +117,13 @@ async function demoTransfer(method: string, out: string, log: (line: string) => 
     `${row('random initialisation', initAp)}\n` +
     `run folder: ${trained.outDir}\n`
   );
+}
+
+const timestamp = (): string => new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '');
+
+/** Trains the demo's run (a new timestamped folder) and times it. */
+async function pretrainForDemo(raw: Record<string, unknown>, log: (line: string) => void): Promise<{ trained: Awaited<ReturnType<typeof train>>; minutes: number }> {
+  const started = performance.now();
+  const trained = await train(parseRunConfig(raw, 'demo config'), { log });
+  return { trained, minutes: (performance.now() - started) / 60000 };
 }
