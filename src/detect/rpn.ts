@@ -13,7 +13,7 @@ import { normal } from '../nn/init.js';
 import { Conv2d } from '../nn/layers.js';
 import { Module } from '../nn/module.js';
 import { generateAnchors } from './anchors.js';
-import { BoxCoder, clipBoxes, pairwiseIou } from './boxes.js';
+import { BoxCoder, clipBoxes, nonEmptyIndices, pairwiseIou, selectRows } from './boxes.js';
 import type { Pyramid } from './fpn.js';
 import { matchBoxes } from './matcher.js';
 import { batchedNms } from './nms.js';
@@ -131,14 +131,9 @@ export class RPN extends Module {
         sampledLabel.push(0);
       }
       if (positive.length > 0) {
-        const ref = new Float32Array(positive.length * 4);
-        const target = new Float32Array(positive.length * 4);
-        positive.forEach((a, k) => {
-          ref.set(anchors.boxes.subarray(a * 4, a * 4 + 4), k * 4);
-          target.set(gt.subarray(matches[a]! * 4, matches[a]! * 4 + 4), k * 4);
-          positiveIndex.push(offset + a);
-        });
-        positiveTargets.push(...this.coder.encode(ref, target));
+        for (const a of positive) positiveIndex.push(offset + a);
+        const target = selectRows(gt, 4, Array.from(positive, (a) => matches[a]!));
+        positiveTargets.push(...this.coder.encode(selectRows(anchors.boxes, 4, positive), target));
       }
     });
     const normaliser = batchPerImage * gtBoxes.length;
@@ -177,30 +172,14 @@ export class RPN extends Module {
           levels.push(level);
         }
       });
-      const ref = new Float32Array(chosen.length * 4);
-      const d = new Float32Array(chosen.length * 4);
-      chosen.forEach((a, k) => {
-        ref.set(anchors.boxes.subarray(a * 4, a * 4 + 4), k * 4);
-        d.set(deltas.subarray((base + a) * 4, (base + a) * 4 + 4), k * 4);
-      });
-      const boxes = this.coder.decode(ref, d);
+      const boxes = this.coder.decode(selectRows(anchors.boxes, 4, chosen), selectRows(deltas, 4, chosen.map((a) => base + a)));
       clipBoxes(boxes, imageHeight, imageWidth);
-      const keep: number[] = [];
-      for (let k = 0; k < chosen.length; k++) {
-        const finite = Number.isFinite(boxes[k * 4]!) && Number.isFinite(boxes[k * 4 + 2]!);
-        if (finite && boxes[k * 4 + 2]! > boxes[k * 4]! && boxes[k * 4 + 3]! > boxes[k * 4 + 1]!) keep.push(k);
-      }
-      const kb = new Float32Array(keep.length * 4);
-      const ks = new Float32Array(keep.length);
-      const kg = new Int32Array(keep.length);
-      keep.forEach((k, j) => {
-        kb.set(boxes.subarray(k * 4, k * 4 + 4), j * 4);
-        ks[j] = logits[base + chosen[k]!]!;
-        kg[j] = levels[k]!;
-      });
-      const kept = batchedNms(kb, ks, kg, this.settings.nmsThreshold).subarray(0, postK);
-      const proposals = new Float32Array(kept.length * 4);
-      kept.forEach((k, j) => proposals.set(kb.subarray(k * 4, k * 4 + 4), j * 4));
+      // Non-empty also drops NaN boxes: every comparison with NaN is false.
+      const keep = nonEmptyIndices(boxes);
+      const kb = selectRows(boxes, 4, keep);
+      const ks = Float32Array.from(keep, (k) => logits[base + chosen[k]!]!);
+      const kg = Int32Array.from(keep, (k) => levels[k]!);
+      const proposals = selectRows(kb, 4, batchedNms(kb, ks, kg, this.settings.nmsThreshold).subarray(0, postK));
       result.push(proposals);
     }
     return result;

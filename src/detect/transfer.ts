@@ -12,7 +12,7 @@ import { defaultNormalization } from '../data/dataset_config.js';
 import type { LoadedBackbone } from '../io/backbone.js';
 import { estimateRunningStats } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
-import { detectionBatches, loadDetectionSet, type DetectionBatch, type DetectionSet } from './data.js';
+import { detectionBatches, loadDetectionSet, makeDetectionBatch, type DetectionBatch, type DetectionSet } from './data.js';
 import type { FinetuneIo, FinetuneSettings, FinetuneTask } from './finetune.js';
 import type { Scalar } from '@tensorflow/tfjs-core';
 
@@ -117,6 +117,14 @@ export function sceneTask(
       return losses(input.toTensor(batch, data.height, data.width), batch, rng);
     },
   };
+}
+
+/** The set's images in order, unflipped, `batchSize` at a time: what testing reads. */
+export function* testBatches(set: DetectionSet, batchSize: number, input: ReturnType<typeof backboneInput>): Generator<DetectionBatch> {
+  for (let at = 0; at < set.count; at += batchSize) {
+    const indices = Array.from({ length: Math.min(batchSize, set.count - at) }, (_, k) => at + k);
+    yield makeDetectionBatch(set, indices, { flip: indices.map(() => false), mean: input.mean, std: input.std });
+  }
 }
 
 /** Re-estimates every BN's statistics over training batches (detectron2's PreciseBN before each test). */

@@ -6,7 +6,6 @@ import { encodeRle } from '../../data/coco.js';
 import { evaluateCoco, type CocoResult } from '../../eval/coco_eval.js';
 import { defineProtocol, type EvalReport } from '../../eval/protocol.js';
 import type { DetectionSet } from '../data.js';
-import { makeDetectionBatch } from '../data.js';
 import { finetune } from '../finetune.js';
 import { defaultMaskRcnnSettings, MaskRCNN } from '../mask_rcnn.js';
 import { pasteMasks } from '../masks.js';
@@ -19,6 +18,7 @@ import {
   percent,
   preciseBatchNorm,
   sceneTask,
+  testBatches,
   TransferOptions,
 } from '../transfer.js';
 
@@ -29,14 +29,12 @@ export function predictCoco(model: MaskRCNN, set: DetectionSet, input: ReturnTyp
   const restore = model.saveModes();
   model.eval();
   try {
-    for (let at = 0; at < set.count; at += batchSize) {
-      const indices = Array.from({ length: Math.min(batchSize, set.count - at) }, (_, k) => at + k);
-      const batch = makeDetectionBatch(set, indices, { flip: indices.map(() => false), mean: input.mean, std: input.std });
+    for (const batch of testBatches(set, batchSize, input)) {
       const images = input.toTensor(batch, set.height, set.width);
       const detections = model.predict(images);
       images.dispose();
       detections.forEach((d, b) => {
-        const image_id = set.split.coco.images[indices[b]!]!.id;
+        const image_id = set.split.coco.images[batch.indices[b]!]!.id;
         const masks = pasteMasks(d.masks, d.maskSize, d.boxes, set.height, set.width);
         d.scores.forEach((score, k) => {
           const [x0, y0, x1, y1] = d.boxes.subarray(k * 4, k * 4 + 4);

@@ -4,10 +4,10 @@
 import * as tf from '../../core/tf.js';
 import { defineProtocol, type EvalReport } from '../../eval/protocol.js';
 import { ConfusionMatrix } from '../../eval/semseg.js';
-import { makeDetectionBatch, type DetectionSet } from '../data.js';
+import type { DetectionSet } from '../data.js';
 import { finetune } from '../finetune.js';
 import { SemanticFPN } from '../semantic.js';
-import { backboneInput, dataSummary, finetuneIo, finetuneSettings, loadTransferData, preciseBatchNorm, sceneTask, TransferOptions } from '../transfer.js';
+import { backboneInput, dataSummary, finetuneIo, finetuneSettings, loadTransferData, preciseBatchNorm, sceneTask, testBatches, TransferOptions } from '../transfer.js';
 
 /** Semantic map values (COCO category ids, 0 = background) -> class indices 0..K (0 = background). */
 function classLookup(set: DetectionSet): Int32Array {
@@ -54,9 +54,7 @@ export const segmentProtocol = defineProtocol({
       model.eval();
       try {
         const { val } = data;
-        for (let at = 0; at < val.count; at += o.batchSize) {
-          const indices = Array.from({ length: Math.min(o.batchSize, val.count - at) }, (_, k) => at + k);
-          const batch = makeDetectionBatch(val, indices, { flip: indices.map(() => false), mean: features.mean, std: features.std });
+        for (const batch of testBatches(val, o.batchSize, features)) {
           const pred = tf.tidy(() => tf.argMax(model.forward(features.toTensor(batch, val.height, val.width)), 3).dataSync() as Int32Array);
           confusion.add(pred, toClasses(batch.semantic, lookup, o.scenes));
         }
