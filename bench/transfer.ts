@@ -388,7 +388,8 @@ function describe(f: Flags, seeds: number[], pretrainSeeds: number[]): string {
   );
 }
 
-function reportText(f: Flags, collected: Collected[], seeds: number[], pretrainSeeds: number[], tried: string[]): { text: string; gateLines: string[] } {
+/** The tables (also the README block) and, apart, the settings tried: history, which goes to the terminal and docs/experiments.md. */
+function reportText(f: Flags, collected: Collected[], seeds: number[], pretrainSeeds: number[], tried: string[]): { text: string; history: string; gateLines: string[] } {
   const lrs = TRANSFER_ROWS.filter((r) => r.method)
     .map((r) => {
       const res = readJobResult<PretrainResult>(resultFile(f.out, { kind: 'pretrain', row: r.name, seed: pretrainSeeds[0]! }));
@@ -421,8 +422,8 @@ function reportText(f: Flags, collected: Collected[], seeds: number[], pretrainS
   }
   const speed = readSpeed(f);
   if (speed) lines.push('', speedLine(speed));
-  lines.push('', `Settings tried in ${f.out} (each for every row; none tuned for one method):`, ...tried.map((t) => `- ${t}`));
-  return { text: lines.join('\n'), gateLines };
+  const history = [`Settings tried in ${f.out} (each for every row; none tuned for one method):`, ...tried.map((t) => `- ${t}`)].join('\n');
+  return { text: lines.join('\n'), history, gateLines };
 }
 
 const START = '<!-- bench-transfer -->';
@@ -724,8 +725,8 @@ async function main(): Promise<void> {
 
   const collected = collect(f, seeds, pretrainSeeds);
   // The tables show every result present that was made with these settings, whichever rows ran now.
-  const { text, gateLines } = reportText(f, collected, seeds, pretrainSeeds, triedSettings(f, null));
-  process.stdout.write(`${text}\n`);
+  const { text, history, gateLines } = reportText(f, collected, seeds, pretrainSeeds, triedSettings(f, null));
+  process.stdout.write(`${text}\n\n${history}\n`);
   say('');
   for (const line of gateLines) say(line);
   if (f.readme) {
