@@ -99,6 +99,7 @@ interface Flags {
   lowIters: number;
   lowTrainLimit: number;
   ftBatchSize: number;
+  roiBatchPerImage: number;
   warmupIters: number;
   preciseBnBatches: number;
   valLimit?: number;
@@ -182,8 +183,9 @@ function pretrainSettings(f: Flags, row: string, seed: number): PretrainSettings
 }
 
 /** The options the protocol gets (its schema's defaults fill the rest). */
-function protocolOptions(f: Flags, setting: SettingName, seed: number): Record<string, unknown> {
+function protocolOptions(f: Flags, protocol: ProtocolName, setting: SettingName, seed: number): Record<string, unknown> {
   return {
+    ...(protocol === 'detect' ? { roiBatchPerImage: f.roiBatchPerImage } : {}),
     scenes: dataDirs(f).scenes,
     iters: setting === 'full' ? f.fullIters : f.lowIters,
     ...(setting === 'low' ? { trainLimit: f.lowTrainLimit } : {}),
@@ -202,7 +204,7 @@ function jobSettings(f: Flags, job: Job): unknown {
     pretrain: pretrainSettings(f, pretrainRowOf(job.row), job.pretrainSeed),
     randomInit: job.row === RANDOM_INIT,
     protocol: job.protocol,
-    options: protocolOptions(f, job.setting, job.seed),
+    options: protocolOptions(f, job.protocol, job.setting, job.seed),
     scenes: dataSettings(f).scenes,
   };
 }
@@ -282,7 +284,7 @@ async function runJob(f: Flags, job: Job, backend: string): Promise<void> {
     const { report, path } = await evaluate({
       checkpoint,
       protocol: job.protocol,
-      options: protocolOptions(f, job.setting, job.seed),
+      options: protocolOptions(f, job.protocol, job.setting, job.seed),
       randomInit,
       backend: backend as BackendChoice,
       log: say,
@@ -319,7 +321,7 @@ function discardRows(f: Flags, rows: string[], pretrainSeeds: number[], seeds: n
         const checkpoint = join(pretrainRunDir(f.out, 'supervised', pretrainSeed), LAST_CHECKPOINT);
         for (const setting of SETTINGS) {
           for (const protocol of PROTOCOLS) {
-            const options = getProtocol(protocol).options.parse(protocolOptions(f, setting, seed)) as Record<string, unknown>;
+            const options = getProtocol(protocol).options.parse(protocolOptions(f, protocol, setting, seed)) as Record<string, unknown>;
             const report = reportPath(checkpoint, protocol, { randomInit: true, ...options });
             rmSync(report, { force: true });
             rmSync(report.replace(/\.json$/, ''), { recursive: true, force: true });
@@ -401,7 +403,7 @@ function reportText(f: Flags, collected: Collected[], seeds: number[], pretrainS
       `for ${f.epochs} epochs at batch ${f.batchSize}, every method with the same budget and its own recipe (SGD, cosine; lr ${lrs.length ? lrs.join(', ') : 'per recipe'}); ` +
       `random init is the supervised run's architecture untrained. Fine-tuned on ${f.scenes.toLocaleString('en')} scenes (128 px, ${Math.round(f.scenes * (1 - f.sceneValFraction))} train / ` +
       `${Math.round(f.scenes * f.sceneValFraction)} val${f.valLimit ? `, first ${f.valLimit} val tested` : ''}): \`detect\` (Mask R-CNN FPN, COCO AP on val) and \`segment\` (semantic FPN, mIoU), ` +
-      `batch ${f.ftBatchSize}, lr 0.01, warm-up ${f.warmupIters}, steps at 75% and 92%. Mean ± std over seeds ${seeds.join(', ')} (pretraining seeds ${pretrainSeeds.join(', ')}); ` +
+      `batch ${f.ftBatchSize}, ${f.roiBatchPerImage} RoIs per image, lr 0.01, warm-up ${f.warmupIters}, steps at 75% and 92%. Mean ± std over seeds ${seeds.join(', ')} (pretraining seeds ${pretrainSeeds.join(', ')}); ` +
       'the noise floor is the pooled per-run std over seeds; fine-tune img/s is the detector\'s training rate in `detect`.',
   ];
   const gateLines: string[] = [];
@@ -631,6 +633,7 @@ async function main(): Promise<void> {
     .option('--low-iters <n>', 'fine-tune iterations of the low-data setting', positiveInt, 600)
     .option('--low-train-limit <n>', 'training scenes of the low-data setting', positiveInt, 160)
     .option('--ft-batch-size <n>', 'fine-tune images per iteration', positiveInt, 8)
+    .option('--roi-batch-per-image <n>', "RoIs the detector samples per image (detect's --roi-batch-per-image)", positiveInt, 32)
     .option('--warmup-iters <n>', 'fine-tune warm-up iterations', nonNegativeInt, 100)
     .option('--precise-bn-batches <n>', 'batches that re-estimate BN statistics before testing', nonNegativeInt, 50)
     .option('--val-limit <n>', 'test on the first N val scenes only (default: all)', positiveInt)

@@ -37,7 +37,7 @@ export function defaultMaskRcnnSettings(numClasses: number, backboneWidth: numbe
       postNmsTopK: { train: 500, test: 300 },
     },
     roi: {
-      batchPerImage: 128,
+      batchPerImage: 32, // not 512: 1-4 objects per scene (see the detect protocol's roiBatchPerImage)
       positiveFraction: 0.25,
       canonicalBox: 56,
       boxPool: 7,

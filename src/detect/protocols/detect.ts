@@ -2,6 +2,7 @@
 // (DetCo Tables 3, 4, 10-12): the backbone fine-tuned inside a Mask R-CNN
 // with an FPN on the scenes' training split, every head fresh, then box and
 // mask AP on the val split by COCO's rules (eval/coco_eval.ts).
+import { z } from 'zod';
 import { encodeRle } from '../../data/coco.js';
 import { evaluateCoco, type CocoResult } from '../../eval/coco_eval.js';
 import { defineProtocol, type EvalReport } from '../../eval/protocol.js';
@@ -21,6 +22,17 @@ import {
   testBatches,
   TransferOptions,
 } from '../transfer.js';
+
+export const DetectOptions = TransferOptions.extend({
+  roiBatchPerImage: z
+    .number()
+    .int()
+    .positive()
+    // 32, not detectron2's 512 (128 scaled): scenes hold 1-4 objects, and at 128 the heads saw ~4% foreground (docs/experiments.md#transfer).
+    .default(32)
+    .describe('RoIs sampled per image for the box and mask heads, up to 25% foreground (detectron2: 512 on COCO)'),
+}).strict();
+export type DetectOptions = z.infer<typeof DetectOptions>;
 
 /** The detector's COCO results on `set`: boxes as [x, y, w, h] and masks pasted at 0.5, as RLE. */
 export function predictCoco(model: MaskRCNN, set: DetectionSet, input: ReturnType<typeof backboneInput>, batchSize: number): { bbox: CocoResult[]; segm: CocoResult[] } {
@@ -53,14 +65,16 @@ export function predictCoco(model: MaskRCNN, set: DetectionSet, input: ReturnTyp
 export const detectProtocol = defineProtocol({
   name: 'detect',
   description: 'fine-tune a Mask R-CNN (FPN) on scenes, every head fresh; box and mask AP on the val scenes (COCO rules)',
-  options: TransferOptions,
+  options: DetectOptions,
   input: 'backbone',
   async run(input, o, log) {
     if (input.kind !== 'backbone') throw new Error('detect: needs a backbone');
     const { loaded } = input;
     const data = await loadTransferData(o, 'detect');
     const features = backboneInput(loaded.data.channels);
-    const model = new MaskRCNN(loaded.backbone, defaultMaskRcnnSettings(data.train.numClasses, loaded.config.model.width, o.seed));
+    const settings = defaultMaskRcnnSettings(data.train.numClasses, loaded.config.model.width, o.seed);
+    settings.roi.batchPerImage = o.roiBatchPerImage;
+    const model = new MaskRCNN(loaded.backbone, settings);
     try {
       log(`detect: Mask R-CNN FPN on ${data.train.count} train scenes (${data.train.numClasses} classes), ${o.iters} iterations of ${o.batchSize}`);
       const task = sceneTask(model, data.train, o, features, (images, batch, rng) => model.losses(images, batch.targets, rng));
@@ -71,12 +85,15 @@ export const detectProtocol = defineProtocol({
       const results = predictCoco(model, data.val, features, o.batchSize);
       const box = evaluateCoco(data.val.split.coco, results.bbox, { iouType: 'bbox' });
       const mask = evaluateCoco(data.val.split.coco, results.segm, { iouType: 'segm' });
+      // Categories pooled (pycocotools' useCats=0): how well boxes are found, whatever their class.
+      const agnostic = evaluateCoco(data.val.split.coco, results.bbox, { iouType: 'bbox', useCats: false }).named;
       const b = box.named;
       const m = mask.named;
       return {
         metrics: {
           AP: percent(b.AP!), AP50: percent(b.AP50!), AP75: percent(b.AP75!), APs: percent(b.APs!), APm: percent(b.APm!), APl: percent(b.APl!),
           APmask: percent(m.AP!), APmask50: percent(m.AP50!), APmask75: percent(m.AP75!),
+          APagnostic: percent(agnostic.AP!), AP50agnostic: percent(agnostic.AP50!),
           ...(fit.imagesPerSec === null ? {} : { imagesPerSec: fit.imagesPerSec }),
           finalLoss: fit.lossCurve.at(-1)?.loss ?? Number.NaN,
         },
@@ -102,7 +119,8 @@ export const detectProtocol = defineProtocol({
       `Mask R-CNN FPN fine-tuned ${o.iters} iterations on ${data.trainImages} scenes, tested on ${data.testImages} (${report.checkpoint.randomInit ? 'random init' : report.checkpoint.method})\n` +
       `        AP    AP50    AP75     APs     APm\n` +
       `box  ${f(m.AP)}  ${f(m.AP50)}  ${f(m.AP75)}  ${f(m.APs)}  ${f(m.APm)}\n` +
-      `mask ${f(m.APmask)}  ${f(m.APmask50)}  ${f(m.APmask75)}\n`
+      `mask ${f(m.APmask)}  ${f(m.APmask50)}  ${f(m.APmask75)}\n` +
+      `any class ${f(m.APagnostic)}  ${f(m.AP50agnostic)}  (box AP with categories pooled)\n`
     );
   },
 });
