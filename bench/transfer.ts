@@ -11,6 +11,7 @@
 //                                                     and 72 fine-tunes (roughly half a day on 2 cores)
 //   npm run bench:transfer -- --quick                 a smoke test of every row (about 10 minutes)
 //   npm run bench:transfer -- --rows supervised,random-init --readme
+//   npm run bench:transfer -- --table-only --readme      the tables from the results present (with the budget flags they were made with)
 //   npm run bench:transfer -- --speed                 detector training img/s against torchvision
 //
 // The gate rows (supervised, random init) run first: their spread over seeds
@@ -110,6 +111,7 @@ interface Flags {
   quick: boolean;
   force: boolean;
   readme: boolean | string;
+  tableOnly: boolean;
   speed: boolean;
   speedSteps: number;
   speedWarmup: number;
@@ -644,6 +646,7 @@ async function main(): Promise<void> {
     .option('--quick', 'smoke-test budgets (minutes): tiny data, 1 epoch, a few dozen iterations, seeds 0,1')
     .option('--force', "discard the chosen rows' runs and results first")
     .option('--readme [file]', 'rewrite the bench-transfer block of README.md (or this file) from every result present')
+    .option('--table-only', 'run nothing: print the tables (and --readme) from the results present with these settings')
     .option('--speed', 'time the detector training step against torchvision (and nothing else)')
     .option('--speed-steps <n>', 'timed steps of each engine', positiveInt, 5)
     .option('--speed-warmup <n>', 'untimed steps first', nonNegativeInt, 2)
@@ -702,9 +705,9 @@ async function main(): Promise<void> {
   const info = backend === 'native' ? nativeAddon().info() : undefined;
   say(`bench:transfer on ${backend}${info ? ` (oneDNN ${info.onednn}, ${info.threads} threads)` : ''}, rows ${wanted.join(', ')}, ${describe(f, seeds, pretrainSeeds)}`);
   if (f.force) discardRows(f, wanted, pretrainSeeds, seeds);
-  triedSettings(f, describe(f, seeds, pretrainSeeds));
+  if (!f.tableOnly) triedSettings(f, describe(f, seeds, pretrainSeeds));
 
-  const jobs = planJobs({ rows: wanted, seeds, pretrainSeeds, settings, protocols });
+  const jobs = f.tableOnly ? [] : planJobs({ rows: wanted, seeds, pretrainSeeds, settings, protocols });
   let gatesChecked = false;
   const started = performance.now();
   for (const [k, job] of jobs.entries()) {

@@ -7,6 +7,7 @@ export * from './image_folder.js';
 export * from './transforms.js';
 export * from './views.js';
 export * from './jigsaw.js';
+export * from './permutations.js';
 export * from './pipeline.js';
 export * from './recipes.js';
 export * from './loader.js';

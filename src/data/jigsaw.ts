@@ -9,9 +9,10 @@
 //
 // Relative location (Doersch et al. 2015): the centre patch of such a grid and
 // one of its 8 neighbours, labelled 0-7 in reading order; the gap between
-// sub-crops again hides low-level continuity.
+// sub-crops again hides low-level continuity, and colour dropping hides the
+// chromatic aberration that tells a patch's place in the lens' field.
 import type { Rng } from '../core/random.js';
-import { resizedCrop, sampleResizedCropBox, type CropBox, type Range } from './transforms.js';
+import { dropColors, resizedCrop, sampleResizedCropBox, type CropBox, type Range } from './transforms.js';
 import { applyPhotometric, writeNormalizedBox, type PhotometricSpec, type SourceImage } from './views.js';
 
 export interface GridPatchSpec {
@@ -30,9 +31,20 @@ export interface GridPatchSpec {
 
 export interface JigsawSpec extends GridPatchSpec {
   shuffle: boolean;
+  /**
+   * The jigsaw puzzle's classes (Noroozi & Favaro; src/data/permutations.ts):
+   * each sample draws one, label l, and slot k holds cell permutations[l][k].
+   * Replaces `shuffle`'s uniform permutation.
+   */
+  permutations?: number[][];
 }
 
-export type RelativeLocationSpec = GridPatchSpec;
+export interface RelativeLocationSpec extends GridPatchSpec {
+  /** Doersch et al.'s colour dropping on RGB patches (transforms.ts dropColors); nothing to drop on grey ones. */
+  colorDrop?: boolean;
+  /** All 8 (centre, neighbour) pairs of a sample's grid, not one drawn at random (RotNet's all-four-rotations, for relative location). */
+  allNeighbours?: boolean;
+}
 
 /** The random sub-crop of cell `cell` (row-major) of `region`. */
 export function cellSubCrop(region: CropBox, grid: number, cellFraction: number, cell: number, rng: Rng): CropBox {
@@ -59,8 +71,9 @@ function renderPatch(src: SourceImage, box: CropBox, spec: GridPatchSpec, rng: R
 /**
  * Renders grid*grid patches into consecutive slots of `out` from `offset`,
  * writes the cell each slot came from into `perm` at `permOffset`, and, when
- * `boxes` is given, each patch's [x0, y0, x1, y1] (normalised) there.
- * Returns the region that was cut into the grid.
+ * `boxes` is given, each patch's [x0, y0, x1, y1] (normalised) there. With a
+ * permutation set, the index of the permutation drawn goes to `labels` at
+ * `labelOffset`. Returns the region that was cut into the grid.
  */
 export function renderJigsaw(
   src: SourceImage,
@@ -72,13 +85,19 @@ export function renderJigsaw(
   permOffset: number,
   boxes?: Float32Array,
   boxOffset = 0,
+  labels?: Int32Array,
+  labelOffset = 0,
 ): CropBox {
   const cells = spec.grid * spec.grid;
   const region = sampleResizedCropBox(rng, src.width, src.height, spec.scale, spec.ratio);
-  const order = rng.permutation(cells);
+  const set = spec.permutations;
+  const label = set ? rng.int(0, set.length - 1) : -1;
+  const order = set ? set[label]! : rng.permutation(cells);
+  if (order.length !== cells) throw new Error(`jigsaw: a permutation of ${order.length} cells for a ${spec.grid}x${spec.grid} grid`);
+  if (labels) labels[labelOffset] = label;
   const patchFloats = spec.patchSize * spec.patchSize * src.channels;
   for (let k = 0; k < cells; k++) {
-    const cell = spec.shuffle ? order[k]! : k;
+    const cell = set || spec.shuffle ? order[k]! : k;
     perm[permOffset + k] = cell;
     const box = cellSubCrop(region, spec.grid, spec.cellFraction, cell, rng);
     renderPatch(src, box, spec, rng, out, offset + k * patchFloats);
@@ -89,6 +108,19 @@ export function renderJigsaw(
 
 /** Neighbour label l (0-7) is grid cell NEIGHBOUR_CELLS[l] of a 3x3 grid, in reading order around the centre. */
 export const NEIGHBOUR_CELLS = [0, 1, 2, 3, 5, 6, 7, 8] as const;
+
+/** Renders the centre patch of `region` then neighbour `label`'s into two consecutive slots of `out`. */
+function renderPair(src: SourceImage, spec: RelativeLocationSpec, region: CropBox, label: number, rng: Rng, out: Float32Array, offset: number, boxes?: Float32Array, boxOffset = 0): void {
+  const pixels = spec.patchSize * spec.patchSize;
+  const cells = [4, NEIGHBOUR_CELLS[label]!];
+  const centre = spec.photometric.normalize ? 0 : 0.5;
+  for (let k = 0; k < 2; k++) {
+    const box = cellSubCrop(region, 3, spec.cellFraction, cells[k]!, rng);
+    renderPatch(src, box, spec, rng, out, offset + k * pixels * src.channels);
+    if (spec.colorDrop && src.channels === 3) dropColors(out, offset + k * pixels * 3, pixels, 3, rng, centre);
+    if (boxes) writeNormalizedBox(box, src, boxes, boxOffset + 4 * k);
+  }
+}
 
 /**
  * Renders the centre patch then a neighbour patch into two consecutive slots
@@ -105,12 +137,20 @@ export function renderRelativeLocation(
 ): number {
   const region = sampleResizedCropBox(rng, src.width, src.height, spec.scale, spec.ratio);
   const label = rng.int(0, 7);
-  const patchFloats = spec.patchSize * spec.patchSize * src.channels;
-  const cells = [4, NEIGHBOUR_CELLS[label]!];
-  for (let k = 0; k < 2; k++) {
-    const box = cellSubCrop(region, 3, spec.cellFraction, cells[k]!, rng);
-    renderPatch(src, box, spec, rng, out, offset + k * patchFloats);
-    if (boxes) writeNormalizedBox(box, src, boxes, boxOffset + 4 * k);
-  }
+  renderPair(src, spec, region, label, rng, out, offset, boxes, boxOffset);
   return label;
+}
+
+/**
+ * `allNeighbours`: the 8 pairs of one region, pair l (centre, neighbour l)
+ * in slots 2l and 2l + 1, every patch with its own jitter and colour; writes
+ * labels 0-7 to `labels` from `labelOffset`.
+ */
+export function renderAllNeighbours(src: SourceImage, spec: RelativeLocationSpec, rng: Rng, out: Float32Array, offset: number, labels: Int32Array, labelOffset: number): void {
+  const region = sampleResizedCropBox(rng, src.width, src.height, spec.scale, spec.ratio);
+  const pairFloats = 2 * spec.patchSize * spec.patchSize * src.channels;
+  for (let l = 0; l < NEIGHBOUR_CELLS.length; l++) {
+    renderPair(src, spec, region, l, rng, out, offset + l * pairFloats);
+    labels[labelOffset + l] = l;
+  }
 }

@@ -4,7 +4,7 @@
 // cannot receive functions. `fillSample` renders one sample straight into its
 // slots of a preallocated batch.
 import type { ImageSet } from './image_set.js';
-import { renderJigsaw, renderRelativeLocation, type JigsawSpec, type RelativeLocationSpec } from './jigsaw.js';
+import { NEIGHBOUR_CELLS, renderAllNeighbours, renderJigsaw, renderRelativeLocation, type JigsawSpec, type RelativeLocationSpec } from './jigsaw.js';
 import type { Rng } from '../core/random.js';
 import { rotate90 } from './transforms.js';
 import { renderView, writeNormalizedBox, type SourceImage, type ViewSpec } from './views.js';
@@ -18,11 +18,11 @@ export interface RotationSpec {
 export type OutputSpec =
   /** `count` independent views: tensor [B*count, size, size, C], aux `<name>.box` [B*count, 4] and `<name>.flip`. */
   | { kind: 'view'; name: string; count?: number; view: ViewSpec }
-  /** tensor [B*grid², p, p, C]; aux `<name>.perm` (cell of each slot) and `<name>.box`. */
+  /** tensor [B*grid², p, p, C]; aux `<name>.perm` (cell of each slot) and `<name>.box`; with a permutation set, `<name>.label` [B] (its index). */
   | { kind: 'jigsaw'; name: string; jigsaw: JigsawSpec }
   /** tensor [B*4 or B, size, size, C]; aux `<name>.label` (quarter turns CCW). */
   | { kind: 'rotation'; name: string; rotation: RotationSpec }
-  /** tensor [B*2, p, p, C] (centre, neighbour); aux `<name>.label` [B] (0-7). */
+  /** tensor [B*2, p, p, C] (centre, neighbour); aux `<name>.label` [B] (0-7); with `allNeighbours`, [B*16] and [B*8]. */
   | { kind: 'relative-location'; name: string; relativeLocation: RelativeLocationSpec };
 
 export interface PipelineSpec {
@@ -57,7 +57,7 @@ export function imagesPerSample(output: OutputSpec): number {
     case 'rotation':
       return output.rotation.all ? 4 : 1;
     case 'relative-location':
-      return 2;
+      return output.relativeLocation.allNeighbours ? 2 * NEIGHBOUR_CELLS.length : 2;
   }
 }
 
@@ -93,8 +93,9 @@ export function allocateBatch(spec: PipelineSpec, n: number, channels: number, e
     if (o.kind === 'view' || o.kind === 'jigsaw') aux[`${o.name}.box`] = new Float32Array(n * per * 4);
     if (o.kind === 'view') aux[`${o.name}.flip`] = new Int32Array(n * per);
     if (o.kind === 'jigsaw') aux[`${o.name}.perm`] = new Int32Array(n * per);
+    if (o.kind === 'jigsaw' && o.jigsaw.permutations) aux[`${o.name}.label`] = new Int32Array(n);
     if (o.kind === 'rotation') aux[`${o.name}.label`] = new Int32Array(n * per);
-    if (o.kind === 'relative-location') aux[`${o.name}.label`] = new Int32Array(n);
+    if (o.kind === 'relative-location') aux[`${o.name}.label`] = new Int32Array((n * per) / 2);
   }
   return { epoch, index, indices: new Int32Array(n), labels: new Int32Array(n), tensors, aux };
 }
@@ -143,7 +144,8 @@ export function fillSample(spec: PipelineSpec, batch: Batch, slot: number, src: 
       case 'jigsaw': {
         const perm = batch.aux[`${o.name}.perm`] as Int32Array;
         const boxes = batch.aux[`${o.name}.box`] as Float32Array;
-        renderJigsaw(src, o.jigsaw, r, tensor, first * floats, perm, first, boxes, first * 4);
+        const labels = batch.aux[`${o.name}.label`] as Int32Array | undefined;
+        renderJigsaw(src, o.jigsaw, r, tensor, first * floats, perm, first, boxes, first * 4, labels, slot);
         break;
       }
       case 'rotation': {
@@ -159,7 +161,8 @@ export function fillSample(spec: PipelineSpec, batch: Batch, slot: number, src: 
       }
       case 'relative-location': {
         const labels = batch.aux[`${o.name}.label`] as Int32Array;
-        labels[slot] = renderRelativeLocation(src, o.relativeLocation, r, tensor, first * floats);
+        if (o.relativeLocation.allNeighbours) renderAllNeighbours(src, o.relativeLocation, r, tensor, first * floats, labels, first / 2);
+        else labels[slot] = renderRelativeLocation(src, o.relativeLocation, r, tensor, first * floats);
         break;
       }
     }

@@ -205,16 +205,30 @@ export function rotationPipeline(o: RecipeOptions & { all?: boolean } = {}): Pip
 }
 
 /** Relative patch location (Doersch et al. 2015): centre/neighbour pairs (`relloc`). */
-export function relativeLocationPipeline(o: JigsawOptions = {}): PipelineSpec {
+export function relativeLocationPipeline(o: JigsawOptions & { colorDrop?: boolean; allNeighbours?: boolean } = {}): PipelineSpec {
   const { normalize } = resolve(o);
   const { shuffle: _unused, ...grid } = jigsawSpec(o);
   void _unused;
   // Doersch et al.: 96 px patches with 48 px gaps, so sub-crops are 2/3 of a cell.
-  // Greyscale on 20% hides the chromatic aberration shortcut they describe.
+  // Greyscale on 20% hides the chromatic aberration shortcut they describe;
+  // `colorDrop` (theirs) hides it on every RGB patch.
   const spec: RelativeLocationSpec = {
     ...grid,
     cellFraction: 2 / 3,
     photometric: { jitter: null, grayscaleP: 0.2, blur: null, solarizeP: 0, normalize },
+    ...(o.colorDrop ? { colorDrop: true } : {}),
+    ...(o.allNeighbours ? { allNeighbours: true } : {}),
   };
   return { outputs: [{ kind: 'relative-location', name: 'relloc', relativeLocation: spec }] };
+}
+
+/**
+ * The jigsaw puzzle (Noroozi & Favaro 2016): 3x3 tiles (`jigsaw`) in the
+ * order of one of `permutations`, its index in aux `jigsaw.label`. Tiles are
+ * 64 px sub-crops of 75 px cells in the paper: a gap of 11 px on average and
+ * up to 11 px of jitter inside each cell.
+ */
+export function jigsawPuzzlePipeline(o: JigsawOptions & { permutations: number[][] }): PipelineSpec {
+  const jigsaw: JigsawSpec = { ...jigsawSpec(o), cellFraction: 64 / 75, shuffle: true, permutations: o.permutations };
+  return { outputs: [{ kind: 'jigsaw', name: 'jigsaw', jigsaw }] };
 }

@@ -309,6 +309,32 @@ export function toGrayscale(data: Float32Array, offset: number, pixels: number, 
   }
 }
 
+/**
+ * Colour dropping (Doersch et al. 2015): keeps one of the three
+ * channels, drawn uniformly, and replaces the other two with Gaussian noise of
+ * 1/100 the kept channel's standard deviation around `centre`: 0 on
+ * normalised pixels (the data set's mean; the paper's patches were
+ * mean-subtracted), mid-grey 0.5 on raw ones. Returns the kept channel; grey
+ * images keep their one channel.
+ */
+export function dropColors(data: Float32Array, offset: number, pixels: number, channels: number, rng: Rng, centre = 0): number {
+  if (channels !== 3) return 0;
+  const kept = rng.int(0, 2);
+  const end = offset + pixels * 3;
+  let sum = 0;
+  let sumSq = 0;
+  for (let i = offset + kept; i < end; i += 3) {
+    sum += data[i]!;
+    sumSq += data[i]! * data[i]!;
+  }
+  const mean = sum / pixels;
+  const sigma = Math.sqrt(Math.max(0, sumSq / pixels - mean * mean)) / 100;
+  for (let i = offset; i < end; i += 3) {
+    for (let c = 0; c < 3; c++) if (c !== kept) data[i + c] = centre + sigma * rng.normal();
+  }
+  return kept;
+}
+
 let blurScratch = new Float32Array(0);
 let blurKernel = new Float32Array(0);
 

@@ -2,16 +2,22 @@
 // method is one file in this folder plus its spec in METHOD_SPECS.
 import type { z } from 'zod';
 import { issueLines } from '../core/schema.js';
+import { barlowSpec } from './barlow.js';
 import { byolSpec } from './byol.js';
 import { detcoSpec } from './detco.js';
 import { insdisSpec } from './insdis.js';
+import { jigsawPuzzleSpec } from './jigsaw.js';
 import type { Method, MethodContext, MethodSpec } from './method.js';
 import { mocoSpec } from './moco.js';
 import { pirlSpec } from './pirl.js';
+import { rellocSpec } from './relloc.js';
+import { rotationSpec } from './rotation.js';
 import { simclrSpec } from './simclr.js';
+import { simsiamSpec } from './simsiam.js';
 import { supervisedSpec } from './supervised.js';
+import { swavSpec } from './swav.js';
 
-const METHOD_SPECS: MethodSpec[] = [supervisedSpec, mocoSpec, detcoSpec, insdisSpec, simclrSpec, byolSpec, pirlSpec];
+const METHOD_SPECS: MethodSpec[] = [supervisedSpec, mocoSpec, detcoSpec, insdisSpec, simclrSpec, byolSpec, pirlSpec, rotationSpec, jigsawPuzzleSpec, rellocSpec, swavSpec, simsiamSpec, barlowSpec];
 
 const registry = new Map<string, MethodSpec>();
 for (const spec of METHOD_SPECS) registerMethod(spec);
