@@ -53,7 +53,7 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
 /**
  * A short real pretraining run against its own starting point: ResNet-18
  * width `width` (default 4) on 2,000 Fashion-MNIST images, `epochs` (default
- * 10) of 128 (15 steps each), optionally `warmupEpochs` of linear warm-up
+ * 10) of `batchSize` (default 128: 15 steps each), optionally `warmupEpochs` of linear warm-up
  * (else the method's default), and the online kNN (k 20, 1,000 training images
  * as memory, 1,000 test images) of the untrained network and after the last
  * epoch. Only the last epoch is scored and checkpointed: the suite's time
@@ -67,13 +67,14 @@ export async function knnAgainstRandomInit(
     width = 4,
     methodOptions = {},
     warmupEpochs,
-  }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown>; warmupEpochs?: number } = {},
-): Promise<{ random: number; trained: number; losses: number[] }> {
+    batchSize = 128,
+  }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown>; warmupEpochs?: number; batchSize?: number } = {},
+): Promise<{ random: number; trained: number; losses: number[]; config: RunConfig }> {
   const config = tinyConfig(method, {
     epochs: epochCount,
     methodOptions,
     ...(warmupEpochs === undefined ? {} : { schedule: { warmupEpochs } }),
-    batchSize: 128,
+    batchSize,
     dataset: { limit: 2000 },
     model: { width },
     onlineKnn: { every: epochCount, trainSamples: 1000, testSamples: 1000, k: 20 },
@@ -89,5 +90,5 @@ export async function knnAgainstRandomInit(
   if (trained === undefined) throw new Error(`${method}: the last epoch has no online kNN`);
   const losses = result.metrics.map((m) => m.loss);
   console.log(`# ${method}: kNN random init ${random.toFixed(1)}, trained ${trained.toFixed(1)}; losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
-  return { random, trained, losses };
+  return { random, trained, losses, config };
 }
