@@ -41,7 +41,7 @@ import { nonNegativeInt, nonNegativeNumber, positiveInt } from '../src/app/flags
 import { writeFileAtomic } from '../src/core/files.js';
 import { Rng } from '../src/core/random.js';
 import { SCENE_CLASSES, writeObjectImages, writeScenes } from '../src/data/index.js';
-import { defaultMaskRcnnSettings, MaskRCNN } from '../src/detect/mask_rcnn.js';
+import { defaultMaskRcnnSettings, MaskRCNN, ROI_BATCH_PER_IMAGE } from '../src/detect/mask_rcnn.js';
 import type { GroundTruth } from '../src/detect/roi_heads.js';
 import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
 import { buildBackbone } from '../src/nn/backbone.js';
@@ -635,7 +635,7 @@ async function main(): Promise<void> {
     .option('--low-iters <n>', 'fine-tune iterations of the low-data setting', positiveInt, 600)
     .option('--low-train-limit <n>', 'training scenes of the low-data setting', positiveInt, 160)
     .option('--ft-batch-size <n>', 'fine-tune images per iteration', positiveInt, 8)
-    .option('--roi-batch-per-image <n>', "RoIs the detector samples per image (detect's --roi-batch-per-image)", positiveInt, 32)
+    .option('--roi-batch-per-image <n>', "RoIs the detector samples per image (detect's --roi-batch-per-image)", positiveInt, ROI_BATCH_PER_IMAGE)
     .option('--warmup-iters <n>', 'fine-tune warm-up iterations', nonNegativeInt, 100)
     .option('--precise-bn-batches <n>', 'batches that re-estimate BN statistics before testing', nonNegativeInt, 50)
     .option('--val-limit <n>', 'test on the first N val scenes only (default: all)', positiveInt)
@@ -697,6 +697,7 @@ async function main(): Promise<void> {
   const protocols = list(f.protocols) as ProtocolName[];
   for (const p of protocols) if (!PROTOCOLS.includes(p)) throw new Error(`--protocols: unknown protocol '${p}'; choose from ${PROTOCOLS.join(', ')}`);
 
+  if (f.tableOnly && f.force) throw new Error('--table-only runs nothing and --force discards results: give one of them');
   const backend = await useBackend('auto');
   if (f.job) {
     await runJob(f, parseJobId(f.job), backend);

@@ -22,6 +22,13 @@ export interface MaskRcnnSettings {
   seed: number;
 }
 
+/**
+ * RoIs sampled per image for the box and mask heads: not detectron2's 512 (128
+ * scaled) because scenes hold 1-4 objects, and at 128 the heads saw ~4%
+ * foreground and learnt less (docs/experiments.md#transfer).
+ */
+export const ROI_BATCH_PER_IMAGE = 32;
+
 /** The scaled detectron2 configuration for 128 px scenes with 1-4 objects of 20-80 px. */
 export function defaultMaskRcnnSettings(numClasses: number, backboneWidth: number, seed: number): MaskRcnnSettings {
   return {
@@ -37,7 +44,7 @@ export function defaultMaskRcnnSettings(numClasses: number, backboneWidth: numbe
       postNmsTopK: { train: 500, test: 300 },
     },
     roi: {
-      batchPerImage: 32, // not 512: 1-4 objects per scene (see the detect protocol's roiBatchPerImage)
+      batchPerImage: ROI_BATCH_PER_IMAGE,
       positiveFraction: 0.25,
       canonicalBox: 56,
       boxPool: 7,

@@ -8,7 +8,7 @@ import { evaluateCoco, type CocoResult } from '../../eval/coco_eval.js';
 import { defineProtocol, type EvalReport } from '../../eval/protocol.js';
 import type { DetectionSet } from '../data.js';
 import { finetune } from '../finetune.js';
-import { defaultMaskRcnnSettings, MaskRCNN } from '../mask_rcnn.js';
+import { defaultMaskRcnnSettings, MaskRCNN, ROI_BATCH_PER_IMAGE } from '../mask_rcnn.js';
 import { pasteMasks } from '../masks.js';
 import {
   backboneInput,
@@ -28,8 +28,7 @@ export const DetectOptions = TransferOptions.extend({
     .number()
     .int()
     .positive()
-    // 32, not detectron2's 512 (128 scaled): scenes hold 1-4 objects, and at 128 the heads saw ~4% foreground (docs/experiments.md#transfer).
-    .default(32)
+    .default(ROI_BATCH_PER_IMAGE)
     .describe('RoIs sampled per image for the box and mask heads, up to 25% foreground (detectron2: 512 on COCO)'),
 }).strict();
 export type DetectOptions = z.infer<typeof DetectOptions>;
