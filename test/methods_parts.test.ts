@@ -16,6 +16,7 @@ import { SplitBatchNorm, batchShuffle, shuffledForward, useSplitBatchNorm } from
 import { ResNet } from '../src/nn/index.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
 import { assertClose, assertGradientMatchesFiniteDifferences, randomTensor } from './helpers.js';
+import { bothViews } from '../src/methods/parts/views.js';
 
 await useBackend('native');
 
@@ -162,4 +163,15 @@ test('useSplitBatchNorm on a ResNet: a training forward equals one forward per g
   assert.deepEqual([...rowsBack], [0, 2, 4, 6, 8, 10]);
   net.dispose();
   x.dispose();
+});
+
+test('bothViews stacks view1 then view2 as one batch, and names the views a batch holds when one is missing', () => {
+  const view1 = tf.fill([2, 1, 1, 1], 1) as Tensor4D;
+  const view2 = tf.fill([2, 1, 1, 1], 2) as Tensor4D;
+  const batch = { views: { view1, view2 }, aux: {}, labels: tf.tensor1d([-1, -1]), indices: new Int32Array([0, 1]) };
+  const both = bothViews(batch);
+  assert.deepEqual(both.shape, [4, 1, 1, 1]);
+  assert.deepEqual(Array.from(both.dataSync()), [1, 1, 2, 2]);
+  assert.throws(() => bothViews({ ...batch, views: { view1, global: view2 } }), /the batch holds views \[view1, global\], not view1 and view2/);
+  tf.dispose([view1, view2, both, batch.labels]);
 });

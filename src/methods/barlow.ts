@@ -26,11 +26,12 @@
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
-import type { Scalar, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { barlowTwinsLoss } from '../losses/barlow_twins.js';
 import type { ResNet } from '../nn/resnet.js';
 import { Method, defineMethod, type LossOutput, type MethodContext, type TensorBatch } from './method.js';
+import { bothViews } from './parts/views.js';
 import { ProjectionHead } from './parts/heads.js';
 
 export const BarlowTwinsOptions = z
@@ -77,7 +78,7 @@ export class BarlowTwins extends Method {
   }
 
   loss(batch: TensorBatch): LossOutput {
-    const x = tf.concat([batch.views.view1!, batch.views.view2!], 0) as Tensor4D;
+    const x = bothViews(batch);
     const [z1, z2] = tf.split(this.projector.forward(this.backbone.features(x)), 2, 0) as Tensor2D[];
     const { loss, invariance, redundancy } = barlowTwinsLoss(z1!, z2!, this.options.lambda);
     const scaled = tf.mul(loss, this.options.lossScale) as Scalar;

@@ -18,12 +18,13 @@
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
-import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { negCosine } from '../losses/neg_cosine.js';
 import { noGrad } from '../nn/module.js';
 import type { ResNet } from '../nn/resnet.js';
 import { Method, defineMethod, type LossOutput, type MethodContext, type StepContext, type TensorBatch } from './method.js';
+import { bothViews } from './parts/views.js';
 import { EmaPair, emaMomentum } from './parts/ema.js';
 import { PredictionHead, ProjectionHead } from './parts/heads.js';
 
@@ -69,7 +70,7 @@ export class BYOL extends Method {
   }
 
   loss(batch: TensorBatch, ctx: StepContext): LossOutput {
-    const x = tf.concat([batch.views.view1!, batch.views.view2!], 0) as Tensor4D;
+    const x = bothViews(batch);
     const [p1, p2] = tf.split(this.predictor.forward(this.projector.forward(this.backbone.features(x))), 2, 0) as Tensor2D[];
     const [target, targetProjector] = this.momentumPairs.map((pair) => pair.target) as [ResNet, ProjectionHead];
     const [z1, z2] = noGrad(() => tf.split(targetProjector.forward(target.features(x)), 2, 0)) as Tensor2D[];

@@ -15,7 +15,7 @@
 import { z } from 'zod';
 import { jigsawPuzzlePipeline, maxHammingPermutations, type PipelineSpec } from '../data/index.js';
 import { defineMethod, type MethodContext } from './method.js';
-import { PretextMethod, pretextHeadField, pretextPatchSize } from './parts/pretext.js';
+import { PretextMethod, pretextHeadField, pretextPatchField, pretextPatchSize, resolvePatchSize } from './parts/pretext.js';
 
 /** The seed of the permutation set's first permutation: one set for every run. */
 export const PERMUTATION_SEED = 2016;
@@ -25,8 +25,7 @@ export const JigsawOptions = z
     /** Size of the permutation set: the classes of the puzzle. */
     permutations: z.number().int().min(2).max(1000).default(100),
     hiddenDim: pretextHeadField(512),
-    /** Side of each tile in pixels; default a quarter of the view (pretextPatchSize), recorded when a run starts. */
-    patchSize: z.number().int().min(4).optional(),
+    patchSize: pretextPatchField(),
   })
   .strict();
 export type JigsawOptions = z.infer<typeof JigsawOptions>;
@@ -51,6 +50,6 @@ export const jigsawPuzzleSpec = defineMethod({
   description: 'jigsaw puzzle: which of N maximal-Hamming permutations shuffled 3x3 tiles',
   options: JigsawOptions,
   recipe: { lr: 0.1 },
-  resolve: (_name, o, ctx) => ({ ...o, patchSize: o.patchSize ?? pretextPatchSize(ctx.recipe) }),
+  resolve: resolvePatchSize,
   create: (_name, o, ctx) => new Jigsaw(o, ctx),
 });

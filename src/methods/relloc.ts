@@ -16,13 +16,12 @@
 import { z } from 'zod';
 import { NEIGHBOUR_CELLS, relativeLocationPipeline, type PipelineSpec } from '../data/index.js';
 import { defineMethod, type MethodContext } from './method.js';
-import { PretextMethod, pretextHeadField, pretextPatchSize } from './parts/pretext.js';
+import { PretextMethod, pretextHeadField, pretextPatchField, pretextPatchSize, resolvePatchSize } from './parts/pretext.js';
 
 export const RelLocOptions = z
   .object({
     hiddenDim: pretextHeadField(512),
-    /** Side of each patch in pixels; default a quarter of the view (pretextPatchSize), recorded when a run starts. */
-    patchSize: z.number().int().min(4).optional(),
+    patchSize: pretextPatchField(),
     /** Doersch et al.'s colour dropping; RGB only. */
     colorDrop: z.boolean().default(true),
     /** All 8 pairs of each image per step, not one drawn at random. */
@@ -49,6 +48,6 @@ export const rellocSpec = defineMethod({
   description: 'relative location: where (of 8) a neighbouring patch sits around the centre patch',
   options: RelLocOptions,
   recipe: { lr: 0.1 },
-  resolve: (_name, o, ctx) => ({ ...o, patchSize: o.patchSize ?? pretextPatchSize(ctx.recipe) }),
+  resolve: resolvePatchSize,
   create: (_name, o, ctx) => new RelLoc(o, ctx),
 });

@@ -14,11 +14,12 @@
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
-import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { ntXent } from '../losses/nt_xent.js';
 import type { ResNet } from '../nn/resnet.js';
 import { Method, defineMethod, type LossOutput, type MethodContext, type TensorBatch } from './method.js';
+import { bothViews } from './parts/views.js';
 import { ProjectionHead } from './parts/heads.js';
 
 export const SimCLROptions = z
@@ -57,7 +58,7 @@ export class SimCLR extends Method {
   }
 
   loss(batch: TensorBatch): LossOutput {
-    const x = tf.concat([batch.views.view1!, batch.views.view2!], 0) as Tensor4D;
+    const x = bothViews(batch);
     const [z1, z2] = tf.split(this.projector.forward(this.backbone.features(x)), 2, 0) as [Tensor2D, Tensor2D];
     const loss = ntXent(z1, z2, this.options.temperature);
     return { loss, terms: { ntXent: loss } };

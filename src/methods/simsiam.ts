@@ -16,11 +16,12 @@
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
-import type { Scalar, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
+import type { Scalar, Tensor2D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
 import { negCosine } from '../losses/neg_cosine.js';
 import type { ResNet } from '../nn/resnet.js';
 import { Method, defineMethod, type LossOutput, type MethodContext, type TensorBatch } from './method.js';
+import { bothViews } from './parts/views.js';
 import { PredictionHead, ProjectionHead } from './parts/heads.js';
 
 export const SimSiamOptions = z
@@ -83,7 +84,7 @@ export class SimSiam extends Method {
   }
 
   loss(batch: TensorBatch): LossOutput {
-    const x = tf.concat([batch.views.view1!, batch.views.view2!], 0) as Tensor4D;
+    const x = bothViews(batch);
     const loss = this.lossFromProjections(this.projector.forward(this.backbone.features(x)));
     return { loss, terms: { negCosine: loss } };
   }

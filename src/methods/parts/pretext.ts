@@ -29,6 +29,14 @@ export function pretextPatchSize(recipe: RecipeOptions): number {
   return Math.max(4, Math.round((recipe.size ?? 32) / 4));
 }
 
+/** Side of each patch of a grid task in pixels; unset means pretextPatchSize, which resolvePatchSize records when a run starts. */
+export const pretextPatchField = () => z.number().int().min(4).optional();
+
+/** A grid task's spec `resolve`: the patch side the run records. */
+export function resolvePatchSize<O extends { patchSize?: number | undefined }>(_name: string, o: O, ctx: MethodContext): O {
+  return { ...o, patchSize: o.patchSize ?? pretextPatchSize(ctx.recipe) };
+}
+
 /** Classifies a sample from its `parts` images' pooled features: [B·parts, C] (a sample's rows consecutive) -> [B, classes]. */
 export class ConcatClassifier extends Module {
   readonly mlp: MLP;
