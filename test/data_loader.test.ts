@@ -71,6 +71,23 @@ describe('Loader', () => {
     assert.deepEqual(batches.map((b) => b.index), [0, 1, 2]);
   });
 
+  test('an epoch can visit a given order (a method\'s sampler, repeats allowed); a bad order is an error', async () => {
+    const order = Int32Array.from({ length: 50 }, (_, i) => (i * 7) % 10);
+    const loader = new Loader(set, twoViewPipeline('simclr'), { batchSize: 16, workers: 0 });
+    try {
+      const seen: number[] = [];
+      for await (const b of loader.epoch(0, 2, order)) seen.push(...b.indices);
+      assert.deepEqual(seen, [...order.subarray(32)]);
+      const bad = async (o: Int32Array) => {
+        for await (const b of loader.epoch(0, 0, o)) void b;
+      };
+      await assert.rejects(bad(order.subarray(1)), /an epoch order must hold 50 indices in 0-49/);
+      await assert.rejects(bad(Int32Array.from({ length: 50 }, () => 50)), /an epoch order must hold 50 indices in 0-49/);
+    } finally {
+      await loader.close();
+    }
+  });
+
   test('resuming mid-epoch gives the batches an uninterrupted run sees', async () => {
     const full = await collect({ batchSize: 8, seed: 2, workers: 0 }, [3]);
     for (const workers of [0, 2]) {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { loadTestSet, loadTrainingSet, type DataFacts } from '../src/data/dataset_config.js';
 import type { Method } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
+import type { EpochMetrics } from '../src/train/metrics.js';
 import { buildMethod } from '../src/train/setup.js';
 import { OnlineKnn } from '../src/train/online_knn.js';
 import { train, type TrainResult } from '../src/train/trainer.js';
@@ -69,7 +70,7 @@ export async function knnAgainstRandomInit(
     warmupEpochs,
     batchSize = 128,
   }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown>; warmupEpochs?: number; batchSize?: number } = {},
-): Promise<{ random: number; trained: number; losses: number[]; config: RunConfig }> {
+): Promise<{ random: number; trained: number; losses: number[]; config: RunConfig; metrics: EpochMetrics[] }> {
   const config = tinyConfig(method, {
     epochs: epochCount,
     methodOptions,
@@ -90,5 +91,5 @@ export async function knnAgainstRandomInit(
   if (trained === undefined) throw new Error(`${method}: the last epoch has no online kNN`);
   const losses = result.metrics.map((m) => m.loss);
   console.log(`# ${method}: kNN random init ${random.toFixed(1)}, trained ${trained.toFixed(1)}; losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
-  return { random, trained, losses, config };
+  return { random, trained, losses, config, metrics: result.metrics };
 }

@@ -113,12 +113,15 @@ export class Loader {
   /**
    * The batches of one epoch, in order. Breaking out early is fine.
    * `fromBatch` resumes mid-epoch (after a checkpoint) with the very batches
-   * an uninterrupted run would have seen.
+   * an uninterrupted run would have seen. `order` replaces the shuffle (a
+   * method's sampler): `dataset.count` indices, repeats allowed.
    */
-  async *epoch(epoch: number, fromBatch = 0): AsyncGenerator<Batch> {
+  async *epoch(epoch: number, fromBatch = 0, order: Int32Array = this.epochOrder(epoch)): AsyncGenerator<Batch> {
     if (this.closed) throw new Error('loader: used after close()');
     if (!(Number.isInteger(fromBatch) && fromBatch >= 0)) throw new Error(`loader: fromBatch must be an integer >= 0, got ${fromBatch}`);
-    const order = this.epochOrder(epoch);
+    if (order.length !== this.dataset.count || order.some((i) => !(i >= 0 && i < this.dataset.count))) {
+      throw new Error(`loader: an epoch order must hold ${this.dataset.count} indices in 0-${this.dataset.count - 1}`);
+    }
     const count = this.batchesPerEpoch;
     const slice = (b: number) => order.subarray(b * this.batchSize, Math.min(order.length, (b + 1) * this.batchSize));
     if (this.workers === 0) {

@@ -187,6 +187,12 @@ export function pirlPipeline(o: JigsawOptions = {}): PipelineSpec {
   };
 }
 
+/** DeepCluster (Caron et al. 2018): a random resized crop and a flip, no colour changes (its Sobel filter discards colour). */
+export function deepClusterView(o: RecipeOptions = {}): ViewSpec {
+  const { size, small, normalize } = resolve(o);
+  return { size, scale: small ? [0.2, 1] : [0.08, 1], ratio: RATIO, flipP: 0.5, jitter: null, grayscaleP: 0, blur: null, solarizeP: 0, normalize };
+}
+
 /** RotNet (Gidaris et al. 2018): a mildly cropped, flipped view in all four rotations (`rotation`). */
 export function rotationPipeline(o: RecipeOptions & { all?: boolean } = {}): PipelineSpec {
   const { size, normalize } = resolve(o);

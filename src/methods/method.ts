@@ -51,7 +51,22 @@ export abstract class Method extends Module {
    * images rather than random vectors.
    */
   warmUp?(batch: TensorBatch): void;
-  /** When an epoch begins, before its first batch (a resumed run mid-epoch calls it too); DeepCluster re-clusters here. */
+  /**
+   * Optional (DeepCluster): at the start of each epoch, unless a run resumes
+   * mid-epoch, the backbone's pooled features of every training image (eval
+   * mode, no augmentation), row-major [count, dim]. Returns the images' new
+   * clusters and those they replace (null the first time); the trainer logs
+   * their NMI.
+   */
+  recluster?(features: Float32Array, dim: number, epoch: number): Reclustering;
+  /**
+   * Optional: the `count` dataset indices epoch `epoch` visits, instead of the
+   * loader's shuffle (DeepCluster samples its clusters uniformly). A pure
+   * function of the method's state and the epoch, so a resumed run visits the
+   * same batches.
+   */
+  epochOrder?(epoch: number, count: number): Int32Array;
+  /** When an epoch begins, before its first batch (a resumed run mid-epoch calls it too). */
   onEpochStart(epoch: number): void {
     void epoch;
   }
@@ -72,6 +87,14 @@ export abstract class Method extends Module {
   afterStep(ctx: StepContext): void {
     void ctx;
   }
+}
+
+/** What `recluster` returns: a cluster per training image, now and before. */
+export interface Reclustering {
+  assignments: Int32Array;
+  previous: Int32Array | null;
+  /** One line for the log (inertia, re-seeded clusters, ...). */
+  summary: string;
 }
 
 /** What a method is built from besides its options: the data and the run's backbone. */

@@ -111,8 +111,13 @@ export class MoCo extends Method {
   /** Keys of the momentum encoder, with shuffle-BN and no gradient. */
   key(x: Tensor4D, step: number): Tensor2D {
     const [backbone, head] = this.momentumPairs.map((p) => p.target) as [ResNet, ProjectionHead];
-    const rng = new Mulberry32(this.seed * 7919 + step);
+    const rng = this.shuffleRng(step);
     return noGrad(() => shuffledForward(x, rng, (s) => l2Normalize(head.forward(backbone.features(s as Tensor4D)))));
+  }
+
+  /** The stream of step `step`'s shuffle-BN permutation: a resumed run draws the same one. */
+  protected shuffleRng(step: number): Mulberry32 {
+    return new Mulberry32(this.seed * 7919 + step);
   }
 
   loss(batch: TensorBatch, ctx: StepContext): LossOutput {

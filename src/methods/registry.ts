@@ -4,6 +4,8 @@ import type { z } from 'zod';
 import { issueLines } from '../core/schema.js';
 import { barlowSpec } from './barlow.js';
 import { byolSpec } from './byol.js';
+import { deepClusterSpec } from './deepcluster.js';
+import { denseclSpec } from './densecl.js';
 import { detcoSpec } from './detco.js';
 import { insdisSpec } from './insdis.js';
 import { jigsawPuzzleSpec } from './jigsaw.js';
@@ -17,7 +19,7 @@ import { simsiamSpec } from './simsiam.js';
 import { supervisedSpec } from './supervised.js';
 import { swavSpec } from './swav.js';
 
-const METHOD_SPECS: MethodSpec[] = [supervisedSpec, mocoSpec, detcoSpec, insdisSpec, simclrSpec, byolSpec, pirlSpec, rotationSpec, jigsawPuzzleSpec, rellocSpec, swavSpec, simsiamSpec, barlowSpec];
+const METHOD_SPECS: MethodSpec[] = [supervisedSpec, mocoSpec, detcoSpec, insdisSpec, simclrSpec, byolSpec, pirlSpec, rotationSpec, jigsawPuzzleSpec, rellocSpec, swavSpec, deepClusterSpec, simsiamSpec, barlowSpec, denseclSpec];
 
 const registry = new Map<string, MethodSpec>();
 for (const spec of METHOD_SPECS) registerMethod(spec);

@@ -14,8 +14,7 @@
 //
 // The paper's values, and ours for 32 px Fashion-MNIST and short schedules:
 // - prototypes 3000 (ImageNet) -> 100: 10 per class, and under a batch of 128, so the batch alone can spread its codes over them.
-// - projector 2048 hidden, 128 out -> 512, 32: fewer prototypes than dimensions let z turn away from every difference of
-//   prototypes, the scores all equal: at 128 out and 100 prototypes the loss sat at ln 100 for 90 steps and the kNN fell.
+// - projector 2048 hidden, 128 out -> 512, 32: with more dimensions than prototypes (128 vs 100) the loss sat at ln 100 for 90 steps.
 // - T 0.1, ε 0.05, 3 Sinkhorn rounds: the paper's.
 // - multi-crop 2x224 + 6x96 px -> 2x32 + 2x16 px (localCrops): each small crop costs a quarter of a global one, and the suite's runs are short.
 // - prototypes frozen for 313 iterations (the first epoch at batch 4096) -> the first epoch (freezePrototypesEpochs).

@@ -7,7 +7,8 @@
 // each epoch's end, once the step has settled, on a stop and at the end.
 // Checkpoints, the metrics log, progress, precise BN, online kNN and Ctrl-C
 // are callbacks. A method that asks for it sees the training set once before
-// step 0 (method.warmUp). A resumed run takes the very same steps an
+// step 0 (method.warmUp); one that clusters (method.recluster) sees its
+// features at each epoch's start, and may choose the epoch's order. A resumed run takes the very same steps an
 // uninterrupted one would: every input of a step is either in the checkpoint
 // or a pure function of (seed, epoch, batch, step).
 import * as tf from '../core/tf.js';
@@ -17,7 +18,9 @@ import type { CheckpointState } from '../io/checkpoint.js';
 import type { Method, StepContext } from '../methods/method.js';
 import { disposeTensorBatch, toTensorBatch } from './data.js';
 import type { RunConfig } from './config.js';
-import type { EpochMetrics, StepMetrics } from './metrics.js';
+import { extractFeatures } from '../eval/features.js';
+import { normalizedMutualInfo } from '../eval/nmi.js';
+import type { ClusteringMetrics, EpochMetrics, StepMetrics } from './metrics.js';
 import { clipGradNorm, namedParameters, type Optimizer } from './optimizers.js';
 import type { Run } from './setup.js';
 
@@ -191,6 +194,26 @@ async function warmUp(method: Method, loader: Loader, log: (line: string) => voi
   return true;
 }
 
+/**
+ * Gives `method.recluster` the pooled features of the whole training set (eval
+ * mode, the size and normalisation evaluation uses) and logs the NMI of its
+ * clusters against the previous ones and, on labeled data, the classes.
+ */
+async function recluster(method: Method, run: Run, epoch: number, log: (line: string) => void): Promise<ClusteringMetrics> {
+  const started = performance.now();
+  const { trainSet, config } = run;
+  const { features, dim } = await extractFeatures(method.backbone, trainSet, { size: config.dataset.size, batchSize: 256 });
+  const { assignments, previous, summary } = method.recluster!(features, dim, epoch);
+  const labeled = trainSet.labels.length === trainSet.count && trainSet.labels.every((l) => l >= 0);
+  const metrics: ClusteringMetrics = {
+    nmiPrevious: previous ? normalizedMutualInfo(assignments, previous) : null,
+    nmiLabels: labeled ? normalizedMutualInfo(assignments, trainSet.labels) : null,
+  };
+  const nmi = [metrics.nmiPrevious !== null ? `NMI vs previous ${metrics.nmiPrevious.toFixed(3)}` : null, metrics.nmiLabels !== null ? `NMI vs labels ${metrics.nmiLabels.toFixed(3)}` : null];
+  log(`epoch ${epoch + 1}: ${summary}; ${[...nmi.filter(Boolean), `${((performance.now() - started) / 1000).toFixed(0)} s`].join(', ')}`);
+  return metrics;
+}
+
 /** The epoch's means, as metrics.jsonl and the checkpoint record them. */
 function epochSummary(loop: Loop, epoch: number, lr: number): EpochMetrics {
   const { sums, batches, images, seconds } = loop.accumulator;
@@ -218,11 +241,13 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
     let stoppedEarly = false;
     method.train();
     if (method.warmUp && loop.position.step === 0) stoppedEarly = !(await warmUp(method, loader, log, () => loop.stopRequested !== null));
+    let clustering: ClusteringMetrics | undefined;
     let tick = performance.now();
     outer: for (let epoch = stoppedEarly ? config.epochs : loop.position.epoch; epoch < config.epochs; epoch++) {
       const from = epoch === loop.position.epoch ? loop.position.batch : 0;
+      if (method.recluster && from === 0) clustering = await recluster(method, run, epoch, log);
       tf.tidy(() => method.onEpochStart(epoch));
-      for await (const batch of loader.epoch(epoch, from)) {
+      for await (const batch of loader.epoch(epoch, from, method.epochOrder?.(epoch, run.trainSet.count))) {
         if (loop.stopRequested) {
           await each((cb) => cb.onStop?.(loop));
           stoppedEarly = true;
@@ -255,7 +280,8 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
 
         const epochEnded = batch.index + 1 === stepsPerEpoch ? epoch : null;
         if (epochEnded !== null) {
-          const summary = epochSummary(loop, epoch, lr);
+          const summary = { ...epochSummary(loop, epoch, lr), ...(clustering ? { clustering } : {}) };
+          clustering = undefined;
           await each((cb) => cb.onEpochEnd?.(loop, summary));
           loop.metrics = [...loop.metrics, summary];
           loop.position = { step: loop.position.step, epoch: epoch + 1, batch: 0 };

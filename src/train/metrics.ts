@@ -25,6 +25,14 @@ export interface EpochMetrics {
   imagesPerSec: number;
   seconds: number;
   knn?: KnnMetrics;
+  /** Methods that cluster: the epoch's clusters scored at its start. */
+  clustering?: ClusteringMetrics;
+}
+
+/** NMI of an epoch's clusters against the previous epoch's and the classes (null: none to compare). */
+export interface ClusteringMetrics {
+  nmiPrevious: number | null;
+  nmiLabels: number | null;
 }
 
 export interface StepMetrics {
