@@ -269,19 +269,21 @@ async function pretextRun(method: string, { lr, epochs, batchSize, images }: { l
   return { random, trained, accuracy };
 }
 
-test('rotation, 62 steps: kNN beats the untrained network and the 4-way accuracy ends far above chance', async () => {
-  // Measured: kNN 67.0 vs 63.3 untrained, accuracy 0.37 then 0.61.
-  const { random, trained, accuracy } = await pretextRun('rotation', { lr: 0.1, epochs: 2, batchSize: 32, images: 1000 });
+test('rotation, 124 steps: kNN beats the untrained network and the 4-way accuracy ends far above chance', async () => {
+  // Measured (one thread, as npm test runs): kNN 67.2 vs 63.3 untrained, accuracy 0.51 then 0.78; init seed 1: 66.2 vs 53.4.
+  const { random, trained, accuracy } = await pretextRun('rotation', { lr: 0.1, epochs: 2, batchSize: 32, images: 2000 });
   assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
   assert.ok(accuracy.at(-1)! > 0.25 + 0.2, `rotation accuracy ${accuracy.join(' ')} (chance 0.25)`);
 });
 
-test('jigsaw, 31 steps: kNN beats the untrained network and the 100-way accuracy rises far above chance', async () => {
-  // Measured: kNN 68.2 vs 63.3, accuracy 0.10 (seed 1: 55.6 vs 53.4). Longer
-  // runs score lower (2 epochs of 32: 65.3, 3: 60.9; docs/experiments.md#pretext-tasks).
+// The jigsaw puzzle, like relative location below, learns its task in short
+// runs without its features beating the untrained network's kNN: at one
+// thread none of 9 settings did (docs/experiments.md#pretext-tasks).
+test('jigsaw, 31 steps: the 100-way accuracy rises far above chance and the kNN stays near the untrained network\'s', async () => {
+  // Measured (one thread): kNN 64.7 vs 63.3, accuracy 0.09.
   const { random, trained, accuracy } = await pretextRun('jigsaw', { lr: 0.1, epochs: 1, batchSize: 64, images: 2000 });
-  assert.ok(trained > random + 2, `kNN ${trained} after training vs ${random} untrained`);
   assert.ok(accuracy.at(-1)! > 0.01 + 0.04, `jigsaw accuracy ${accuracy.join(' ')} (chance 0.01)`);
+  assert.ok(trained > random - 5, `kNN ${trained} after training vs ${random} untrained`);
 });
 
 // Relative location learns its task in a short run, but its features did not
