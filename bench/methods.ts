@@ -23,7 +23,14 @@ import { evaluate as evaluateCheckpoint, parseRunConfig, train } from '../src/ap
 import type { BackendChoice } from '../src/backend/select.js';
 import { nonNegativeInt, positiveInt } from '../src/app/flags.js';
 import { writeFileAtomic } from '../src/core/files.js';
-import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
+import { dataFacts, loadTrainingSet } from '../src/data/dataset_config.js';
+import { extractFeatures } from '../src/eval/features.js';
+import { normalizedMutualInfo } from '../src/eval/nmi.js';
+import { LAST_CHECKPOINT, readCheckpoint, restoreMethod } from '../src/io/checkpoint.js';
+import type { SwAV } from '../src/methods/swav.js';
+import type { RunConfig } from '../src/train/config.js';
+import { buildMethod } from '../src/train/setup.js';
+import type { TrainResult } from '../src/train/loop.js';
 import { runSelfInChild, updateReadmeBlock } from './rows.js';
 
 interface Row {
@@ -43,6 +50,14 @@ const ROWS: Row[] = [
   { name: 'pirl', label: 'PIRL', method: 'pirl' },
   { name: 'detco', label: 'DetCo (HIC + CGLC)', method: 'detco' },
   { name: 'detco-hic', label: 'DetCo ablation: MoCo v2 + HIC', method: 'detco', methodOptions: { cglc: false } },
+  { name: 'densecl', label: 'DenseCL', method: 'densecl' },
+  { name: 'swav', label: 'SwAV', method: 'swav' },
+  { name: 'deepcluster', label: 'DeepCluster', method: 'deepcluster' },
+  { name: 'simsiam', label: 'SimSiam', method: 'simsiam' },
+  { name: 'barlow', label: 'Barlow Twins', method: 'barlow' },
+  { name: 'rotation', label: 'Rotation', method: 'rotation' },
+  { name: 'jigsaw', label: 'Jigsaw', method: 'jigsaw' },
+  { name: 'relloc', label: 'Relative location', method: 'relloc' },
 ];
 /** Evaluated with the supervised row's architecture, untrained. */
 const RANDOM_INIT = 'random-init';
@@ -59,6 +74,8 @@ interface RowResult {
   /** Mean wall-clock minutes per training epoch (null for the untrained row). */
   minutesPerEpoch: number | null;
   finalLoss: number | null;
+  /** Clustering methods: NMI of their clusters of the training images with the labels (DeepCluster's last k-means, SwAV's codes). */
+  clusterNmi?: number | null;
   settings: Settings;
   backend: string;
   finished: string;
@@ -117,6 +134,8 @@ async function runRow(row: Row, settings: Settings, outRoot: string, backend: st
   if (trained.stoppedEarly) throw new Error(`${row.name}: training was interrupted; run the benchmark again to resume it`);
   const seconds = trained.metrics.map((m) => m.seconds);
   const scores = await evaluate(trained.checkpoint, settings.limit, backend, false);
+  const nmi = await clusterNmi(config, trained);
+  if (nmi !== null) say(`${row.name}: NMI of its clusters of the training images with the labels ${nmi.toFixed(3)}`);
   return {
     row: row.name,
     label: row.label,
@@ -125,10 +144,31 @@ async function runRow(row: Row, settings: Settings, outRoot: string, backend: st
     ...scores,
     minutesPerEpoch: seconds.reduce((a, b) => a + b, 0) / seconds.length / 60,
     finalLoss: trained.metrics.at(-1)?.loss ?? null,
+    clusterNmi: nmi,
     settings,
     backend,
     finished: new Date().toISOString(),
   };
+}
+
+/**
+ * NMI with the labels of a clustering method's clusters of the training
+ * images: DeepCluster's last k-means (its epoch metrics), SwAV's Sinkhorn
+ * codes of the trained network; null for other methods.
+ */
+async function clusterNmi(config: RunConfig, trained: TrainResult): Promise<number | null> {
+  const logged = trained.metrics.at(-1)?.clustering?.nmiLabels;
+  if (logged !== undefined && logged !== null) return logged;
+  if (config.method !== 'swav') return null;
+  const set = await loadTrainingSet(config.dataset);
+  const method = buildMethod(config, { ...dataFacts(set), datasetSize: set.count }) as SwAV;
+  try {
+    restoreMethod(readCheckpoint(trained.checkpoint), method);
+    const { features, dim } = await extractFeatures(method.backbone, set, { size: config.dataset.size, batchSize: 256 });
+    return normalizedMutualInfo(method.clusters(features, dim), set.labels);
+  } finally {
+    method.dispose();
+  }
 }
 
 function readResult(path: string): RowResult | null {
@@ -153,6 +193,10 @@ function table(results: RowResult[], settings: Settings): string {
     const minutes = r.minutesPerEpoch === null ? '-' : r.minutesPerEpoch.toFixed(1);
     const loss = r.finalLoss === null ? '-' : r.finalLoss.toFixed(3);
     lines.push(`| ${r.label} | ${pct(r.knnTop1)} | ${pct(r.knnTop5)} | ${pct(r.linearTop1)} | ${pct(r.linearTop5)} | ${minutes} | ${loss} |`);
+  }
+  const clustered = results.filter((r) => typeof r.clusterNmi === 'number');
+  if (clustered.length > 0) {
+    lines.push('', `NMI of the clusters of the training images with the labels: ${clustered.map((r) => `${r.label} ${r.clusterNmi!.toFixed(3)}`).join(', ')}.`);
   }
   return lines.join('\n');
 }

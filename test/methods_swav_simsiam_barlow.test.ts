@@ -283,8 +283,7 @@ async function swavNmi(config: RunConfig, checkpoint: string | null): Promise<nu
   if (checkpoint) restoreMethod(readCheckpoint(checkpoint), method);
   const set = await loadTrainingSet(config.dataset);
   const { features, dim } = await extractFeatures(method.backbone, set, { size: config.dataset.size, batchSize: 256 });
-  method.eval();
-  const clusters = tf.tidy(() => tf.argMax(sinkhornKnopp(method.prototypeScores(tf.tensor2d(features, [set.count, dim]))), 1).dataSync());
+  const clusters = method.clusters(features, dim);
   method.dispose();
   return normalizedMutualInfo(clusters, set.labels);
 }

@@ -135,6 +135,21 @@ export class SwAV extends Method {
     return this.prototypes.forward(l2Normalize(this.projector.forward(features), 1));
   }
 
+  /**
+   * The cluster of each of `count` images from their backbone features
+   * (row-major [count, dim]): the argmax of their Sinkhorn codes, computed
+   * over all of them at once, in eval mode.
+   */
+  clusters(features: Float32Array, dim: number): Int32Array {
+    const restoreModes = this.saveModes();
+    this.eval();
+    try {
+      return tf.tidy(() => Int32Array.from(tf.argMax(sinkhornKnopp(this.prototypeScores(tf.tensor2d(features, [features.length / dim, dim]))), 1).dataSync()));
+    } finally {
+      restoreModes();
+    }
+  }
+
   loss(batch: TensorBatch, ctx: StepContext): LossOutput {
     const { localCrops, temperature, epsilon, sinkhornIterations } = this.options;
     const zGlobal = this.embed(batch.views.global!);
