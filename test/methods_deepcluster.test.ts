@@ -4,6 +4,7 @@
 // real run whose kNN beats the same network untrained, with the NMI the
 // trainer records (docs/experiments.md#deepcluster).
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '../src/core/tf.js';
 import { Mulberry32 } from '../src/core/random.js';
@@ -12,6 +13,8 @@ import { normalizedMutualInfo } from '../src/eval/nmi.js';
 import { DeepCluster, clusteringDim } from '../src/methods/deepcluster.js';
 import { methodNames, type TensorBatch } from '../src/methods/index.js';
 import { kMeans, pcaWhiten, uniformOverLabels } from '../src/methods/parts/clustering.js';
+import { readCheckpoint } from '../src/io/checkpoint.js';
+import { train } from '../src/train/trainer.js';
 import { fashionMethod, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 
 await useBackend('native');
@@ -165,4 +168,27 @@ test('deepcluster: a short real run beats the untrained network\'s kNN, with the
     assert.ok(c && c.nmiLabels !== null && c.nmiLabels > 0 && c.nmiLabels < 1, `epoch ${i}: ${JSON.stringify(c)}`);
     assert.equal(c.nmiPrevious === null, i === 0);
   }
+});
+
+test('deepcluster resumed mid-epoch takes the same steps: the pseudo-labels and the epoch\'s NMI come from the checkpoint', async () => {
+  const over = { methodOptions: { clusters: 8, pcaDim: 8 }, onlineKnn: { every: 0 }, preciseBn: { images: 0 } };
+  const straight = tinyConfig('deepcluster', over);
+  const losses: number[] = [];
+  const a = await train(straight, { quiet: true, log: () => undefined, onStep: (m) => losses.push(m.loss) });
+  assert.equal(a.steps, 12);
+
+  const resumed = tinyConfig('deepcluster', over);
+  const controller = new AbortController();
+  const lines: string[] = [];
+  const first: number[] = [];
+  // Stop after step 6 of 12 (4 per epoch): mid epoch 2, after that epoch's clustering.
+  await train(resumed, { quiet: true, log: (l) => lines.push(l), signal: controller.signal, onStep: (m) => (first.push(m.loss), m.step === 5 && controller.abort()) });
+  const rest: number[] = [];
+  const b = await train(resumed, { resume: true, quiet: true, log: (l) => lines.push(l), onStep: (m) => rest.push(m.loss) });
+  assert.equal(lines.filter((l) => /k-means of 128 x 8/.test(l)).length, 3, 'clustered at the start of each of 3 epochs, not again on resume');
+  assert.deepEqual([...first, ...rest], losses, 'the same losses, bitwise');
+  assert.deepEqual(b.metrics.map((m) => m.clustering), a.metrics.map((m) => m.clustering));
+  const final = (out: string) => readCheckpoint(join(out, 'last.safetensors')).model;
+  const [ma, mb] = [final(straight.out), final(resumed.out)];
+  for (const name of Object.keys(ma)) assert.deepEqual(mb[name]!.data, ma[name]!.data, name);
 });

@@ -62,6 +62,8 @@ export interface EpochAccumulator {
   batches: number;
   images: number;
   seconds: number;
+  /** What the epoch's start measured (a clustering method's NMI), reported with the epoch. */
+  clustering?: { nmiPrevious: number | null; nmiLabels: number | null };
 }
 
 /** What the trained method needs to be rebuilt: the data's channels and classes. */

@@ -216,10 +216,10 @@ async function recluster(method: Method, run: Run, epoch: number, log: (line: st
 
 /** The epoch's means, as metrics.jsonl and the checkpoint record them. */
 function epochSummary(loop: Loop, epoch: number, lr: number): EpochMetrics {
-  const { sums, batches, images, seconds } = loop.accumulator;
+  const { sums, batches, images, seconds, clustering } = loop.accumulator;
   const means = Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / batches]));
   const { loss, ...terms } = means;
-  return { epoch, step: loop.position.step, loss: loss!, terms, lr, imagesPerSec: images / seconds, seconds };
+  return { epoch, step: loop.position.step, loss: loss!, terms, lr, imagesPerSec: images / seconds, seconds, ...(clustering ? { clustering } : {}) };
 }
 
 /** Trains `run` to its last epoch (or a stop), telling `callbacks` as it goes. */
@@ -241,11 +241,10 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
     let stoppedEarly = false;
     method.train();
     if (method.warmUp && loop.position.step === 0) stoppedEarly = !(await warmUp(method, loader, log, () => loop.stopRequested !== null));
-    let clustering: ClusteringMetrics | undefined;
     let tick = performance.now();
     outer: for (let epoch = stoppedEarly ? config.epochs : loop.position.epoch; epoch < config.epochs; epoch++) {
       const from = epoch === loop.position.epoch ? loop.position.batch : 0;
-      if (method.recluster && from === 0) clustering = await recluster(method, run, epoch, log);
+      if (method.recluster && from === 0) loop.accumulator = { ...loop.accumulator, clustering: await recluster(method, run, epoch, log) };
       tf.tidy(() => method.onEpochStart(epoch));
       for await (const batch of loader.epoch(epoch, from, method.epochOrder?.(epoch, run.trainSet.count))) {
         if (loop.stopRequested) {
@@ -280,8 +279,7 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
 
         const epochEnded = batch.index + 1 === stepsPerEpoch ? epoch : null;
         if (epochEnded !== null) {
-          const summary = { ...epochSummary(loop, epoch, lr), ...(clustering ? { clustering } : {}) };
-          clustering = undefined;
+          const summary = epochSummary(loop, epoch, lr);
           await each((cb) => cb.onEpochEnd?.(loop, summary));
           loop.metrics = [...loop.metrics, summary];
           loop.position = { step: loop.position.step, epoch: epoch + 1, batch: 0 };
