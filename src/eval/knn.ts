@@ -79,34 +79,49 @@ export function knnNeighbours(
   const kk = Math.min(k, n);
   const similarities = new Float32Array(q * kk);
   const indices = new Int32Array(q * kk);
-  const rows = Math.max(1, Math.floor(blockFloats / n));
-  const normQueries = l2NormalizeRows(queries, dim);
-  const bank = tf.tensor2d(l2NormalizeRows(memory, dim), [n, dim]);
   const heapVal = new Float32Array(kk);
   const heapIdx = new Int32Array(kk);
+  forEachSimilarityBlock(memory, queries, dim, Math.max(1, Math.floor(blockFloats / n)), (start, b, s) => {
+    for (let r = 0; r < b; r++) {
+      topK(s, r * n, n, kk, heapVal, heapIdx);
+      similarities.set(heapVal, (start + r) * kk);
+      indices.set(heapIdx, (start + r) * kk);
+    }
+  });
+  return { k: kk, similarities, indices };
+}
+
+/**
+ * Cosine similarities of every query row against every memory row, `rows`
+ * queries at a time (one [rows, memory] block on the host, so memory use is
+ * bounded): `visit(start, count, block)` sees queries start .. start + count.
+ */
+export function forEachSimilarityBlock(
+  memory: Float32Array,
+  queries: Float32Array,
+  dim: number,
+  rows: number,
+  visit: (start: number, count: number, block: Float32Array) => void,
+): void {
+  const n = memory.length / dim;
+  const q = queries.length / dim;
+  const normQueries = l2NormalizeRows(queries, dim);
+  const bank = tf.tensor2d(l2NormalizeRows(memory, dim), [n, dim]);
   try {
     for (let start = 0; start < q; start += rows) {
       const b = Math.min(rows, q - start);
-      const sim = tf.tidy(() => {
-        const block = tf.tensor2d(normQueries.subarray(start * dim, (start + b) * dim), [b, dim]);
-        return tf.matMul(block, bank as Tensor2D, false, true);
-      });
+      const sim = tf.tidy(() => tf.matMul(tf.tensor2d(normQueries.subarray(start * dim, (start + b) * dim), [b, dim]), bank as Tensor2D, false, true));
       let s: Float32Array;
       try {
         s = sim.dataSync() as Float32Array;
       } finally {
         sim.dispose();
       }
-      for (let r = 0; r < b; r++) {
-        topK(s, r * n, n, kk, heapVal, heapIdx);
-        similarities.set(heapVal, (start + r) * kk);
-        indices.set(heapIdx, (start + r) * kk);
-      }
+      visit(start, b, s);
     }
   } finally {
     bank.dispose();
   }
-  return { k: kk, similarities, indices };
 }
 
 /** a ranks below b: smaller value, or equal value and larger index. */

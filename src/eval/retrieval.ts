@@ -20,7 +20,7 @@
 // 512-d database rows on 2 cores, so 10,000 queries take about half a minute.
 import * as tf from '../core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
-import { l2NormalizeRows } from './knn.js';
+import { forEachSimilarityBlock } from './knn.js';
 
 /** Similarity entries per block: 8M floats (32 MB), as in kNN. */
 const DEFAULT_BLOCK_FLOATS = 8 * 1024 * 1024;
@@ -174,27 +174,13 @@ export function retrievalEvaluate(
     ap: new Float64Array(q).fill(Number.NaN),
   };
   const rows = blockQueries ?? Math.max(1, Math.floor(blockFloats / n));
-  const normQueries = l2NormalizeRows(queries, dim);
-  const bank = tf.tensor2d(l2NormalizeRows(database, dim), [n, dim]);
   const keys = new Float64Array(n);
   let mostRelevant = 0;
   for (const c of relevantCount.values()) mostRelevant = Math.max(mostRelevant, c);
   const ranks = new Int32Array(mostRelevant);
   const started = performance.now();
   let lastLog = started;
-  try {
-    for (let start = 0; start < q; start += rows) {
-      const b = Math.min(rows, q - start);
-      const sim = tf.tidy(() => {
-        const block = tf.tensor2d(normQueries.subarray(start * dim, (start + b) * dim), [b, dim]);
-        return tf.matMul(block, bank as Tensor2D, false, true);
-      });
-      let s: Float32Array;
-      try {
-        s = sim.dataSync() as Float32Array;
-      } finally {
-        sim.dispose();
-      }
+  forEachSimilarityBlock(database, queries, dim, rows, (start, b, s) => {
       const bits = new Uint32Array(s.buffer, s.byteOffset, s.length);
       for (let i = 0; i < b; i++) {
         const query = start + i;
@@ -219,10 +205,7 @@ export function retrievalEvaluate(
         log(`retrieval: ${start + b}/${q} queries ranked against ${n} in ${((now - started) / 1000).toFixed(0)} s`);
         lastLog = now;
       }
-    }
-  } finally {
-    bank.dispose();
-  }
+  });
 
   let evaluated = 0;
   let apAtR = 0;

@@ -1,12 +1,13 @@
 // The protocol registry. A new protocol is one file in this folder plus its
 // entry here; `selfsup eval <name>` appears for it.
 import type { Protocol } from '../protocol.js';
+import { attentionProtocol } from './attention.js';
 import { knnProtocol } from './knn.js';
 import { linearProtocol } from './linear.js';
 import { retrievalProtocol } from './retrieval.js';
 import { svmProtocol } from './svm.js';
 
-const registry = new Map<string, Protocol>([knnProtocol, linearProtocol, retrievalProtocol, svmProtocol].map((p) => [p.name, p as Protocol]));
+const registry = new Map<string, Protocol>([knnProtocol, linearProtocol, retrievalProtocol, svmProtocol, attentionProtocol].map((p) => [p.name, p as Protocol]));
 
 /** Adds (or replaces) a protocol; for plug-ins and tests. */
 export function registerProtocol(protocol: Protocol): void {
