@@ -13,7 +13,7 @@ import { train } from '../src/train/trainer.js';
 import { epochLosses, fashionMethod, knnAgainstRandomInit, tinyConfig } from './method_runs.js';
 import { bufferValues } from './helpers.js';
 import { methodNames, resolveMethodOptions, type TensorBatch } from '../src/methods/index.js';
-import { methodContext } from '../src/train/setup.js';
+import { methodContext } from '../src/methods/index.js';
 import { InsDis } from '../src/methods/insdis.js';
 import { PIRL } from '../src/methods/pirl.js';
 

@@ -2,6 +2,8 @@
 // method is one file in this folder plus its spec in METHOD_SPECS.
 import type { z } from 'zod';
 import { issueLines } from '../core/schema.js';
+import { recipeOptions, type DataFacts } from '../data/dataset_config.js';
+import { buildBackbone, type BackboneConfig } from '../nn/backbone.js';
 import { barlowSpec } from './barlow.js';
 import { byolSpec } from './byol.js';
 import { deepClusterSpec } from './deepcluster.js';
@@ -59,4 +61,22 @@ export function resolveMethodOptions(name: string, raw: unknown, ctx: MethodCont
 /** Builds method `name` from its (raw or resolved) options. */
 export function createMethod(name: string, options: unknown, ctx: MethodContext): Method {
   return methodSpec(name).create(name, resolveMethodOptions(name, options, ctx), ctx);
+}
+
+/**
+ * What a method is built from: a run's backbone, view size and seed (a run
+ * config, or the one a checkpoint recorded) and its training set's facts.
+ */
+export function methodContext(
+  run: { model: BackboneConfig; dataset: { size: number }; seed: number },
+  facts: DataFacts & { datasetSize: number },
+): MethodContext {
+  return {
+    backbone: () => buildBackbone(run.model, facts.channels, run.seed),
+    channels: facts.channels,
+    numClasses: facts.numClasses,
+    datasetSize: facts.datasetSize,
+    recipe: recipeOptions(run.dataset.size, facts.channels),
+    seed: run.seed,
+  };
 }

@@ -7,27 +7,15 @@ import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { useBackend } from '../backend/select.js';
 import { writeFileAtomic } from '../core/files.js';
-import { dataFacts, loadTrainingSet, recipeOptions, type DataFacts } from '../data/dataset_config.js';
+import { dataFacts, loadTrainingSet, type DataFacts } from '../data/dataset_config.js';
 import { Loader, type ImageSet } from '../data/index.js';
 import { LAST_CHECKPOINT, readCheckpoint, restoreMethod, restoreOptimizer, type Checkpoint, type CheckpointState } from '../io/checkpoint.js';
-import { createMethod, resolveMethodOptions, type Method, type MethodContext } from '../methods/index.js';
-import { archLabel, buildBackbone } from '../nn/backbone.js';
+import { createMethod, methodContext, resolveMethodOptions, type Method, type MethodContext } from '../methods/index.js';
+import { archLabel } from '../nn/backbone.js';
 import { parseRunConfig, type RunConfig } from './config.js';
 import type { EpochMetrics } from './metrics.js';
 import { createOptimizer, namedParameters, type Optimizer } from './optimizers.js';
 import { createLrSchedule, type LrSchedule } from './schedules.js';
-
-/** What a method is built from: the config's backbone and seed, and the training set's facts. */
-export function methodContext(config: RunConfig, facts: DataFacts & { datasetSize: number }): MethodContext {
-  return {
-    backbone: () => buildBackbone(config.model, facts.channels, config.seed),
-    channels: facts.channels,
-    numClasses: facts.numClasses,
-    datasetSize: facts.datasetSize,
-    recipe: recipeOptions(config.dataset.size, facts.channels),
-    seed: config.seed,
-  };
-}
 
 /** The method `config` names, built for data with `facts`. */
 export function buildMethod(config: RunConfig, facts: DataFacts & { datasetSize: number }): Method {

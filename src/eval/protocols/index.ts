@@ -5,9 +5,10 @@ import { attentionProtocol } from './attention.js';
 import { knnProtocol } from './knn.js';
 import { linearProtocol } from './linear.js';
 import { retrievalProtocol } from './retrieval.js';
+import { similarityProtocol } from './similarity.js';
 import { svmProtocol } from './svm.js';
 
-const registry = new Map<string, Protocol>([knnProtocol, linearProtocol, retrievalProtocol, svmProtocol, attentionProtocol].map((p) => [p.name, p as Protocol]));
+const registry = new Map<string, Protocol>([knnProtocol, linearProtocol, retrievalProtocol, svmProtocol, attentionProtocol, similarityProtocol].map((p) => [p.name, p as Protocol]));
 
 /** Adds (or replaces) a protocol; for plug-ins and tests. */
 export function registerProtocol(protocol: Protocol): void {

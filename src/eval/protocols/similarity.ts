@@ -18,19 +18,17 @@
 //
 // The protocol's input is a backbone, but the statistics need the method's
 // heads and momentum encoder: the checkpoint the backbone came from is read
-// again and the whole method rebuilt from the registry (createMethod, with the
-// context the trainer's methodContext builds, from the checkpoint's config and
-// data facts) and restored (restoreMethod). Views come from the method's own
+// again and the whole method rebuilt from the registry (createMethod and
+// methodContext, from the checkpoint's config and data facts) and restored (restoreMethod). Views come from the method's own
 // pipeline through the loader, with a fixed seed, so a report reproduces.
 import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import * as tf from '../../core/tf.js';
-import { Loader, loadTrainingSet, recipeOptions, type Batch } from '../../data/index.js';
+import { Loader, loadTrainingSet, type Batch } from '../../data/index.js';
 import { readCheckpoint, restoreMethod, type Checkpoint } from '../../io/checkpoint.js';
 import { DetCo, STAGES, type Stage } from '../../methods/detco.js';
-import { createMethod, type Method, type MethodContext } from '../../methods/index.js';
+import { createMethod, methodContext, type Method } from '../../methods/index.js';
 import { MOCO_V2_TEMPERATURE, MoCo } from '../../methods/moco.js';
-import { buildBackbone } from '../../nn/backbone.js';
 import { defineProtocol, type EvalReport } from '../protocol.js';
 import { histogramEdges, SimilarityAccumulator, similarityDeltas, SIMILARITY_RANGE, type SimilarityStats } from '../similarity.js';
 
@@ -68,15 +66,7 @@ interface Embedder {
 /** The method that trained `checkpoint`, rebuilt from its recorded config and facts, restored unless `randomInit`. */
 export function methodFromCheckpoint(checkpoint: Checkpoint, randomInit = false): Method {
   const { config, data } = checkpoint.state;
-  // As train/setup.ts's methodContext, from what the checkpoint recorded (eval may not import train).
-  const ctx: MethodContext = {
-    backbone: () => buildBackbone(config.model, data.channels, config.seed),
-    channels: data.channels,
-    numClasses: data.numClasses,
-    datasetSize: data.datasetCount,
-    recipe: recipeOptions(config.dataset.size, data.channels),
-    seed: config.seed,
-  };
+  const ctx = methodContext(config, { channels: data.channels, numClasses: data.numClasses, datasetSize: data.datasetCount });
   const method = createMethod(checkpoint.method || config.method, (config as Record<string, unknown>).methodOptions ?? {}, ctx);
   try {
     if (!randomInit) restoreMethod(checkpoint, method);
