@@ -1,17 +1,23 @@
 // src/eval/features.ts and feature_cache.ts: shapes per stage, eval-mode
 // behaviour (BN running statistics, so a row does not depend on its batch),
-// preprocessing that matches the training views, tensor hygiene, the cache.
+// preprocessing that matches the training views, tensor hygiene, the cache
+// (keyed by the images themselves, not only where they came from).
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { arrayImageSet, selectImages } from '../src/data/image_set.js';
 import { FASHION_MNIST_STATS } from '../src/data/recipes.js';
 import { estimateBatchNormStatistics, extractFeatures, prepareBatch } from '../src/eval/features.js';
-import { cachedFeatures, featureCachePath, type FeatureCacheKey } from '../src/eval/feature_cache.js';
+import { cachedFeatures, featureCachePath, imageSetDigest, type FeatureCacheKey } from '../src/eval/feature_cache.js';
+import { FeatureInputOptions, prepareFeatures } from '../src/eval/feature_input.js';
+import { CheckpointConfig } from '../src/io/checkpoint.js';
+import type { LoadedBackbone } from '../src/io/backbone.js';
+import { buildBackbone } from '../src/nn/backbone.js';
 import { BatchNorm2d, globalAvgPool, ResNet } from '../src/nn/index.js';
 import { assertClose, bufferValues, randomArray } from './helpers.js';
 
@@ -158,7 +164,7 @@ describe('prepareBatch', () => {
 });
 
 describe('feature cache', () => {
-  const key: FeatureCacheKey = { checkpoint: 'abc', stage: 'res5', split: 'fashion-mnist:test', count: 3, size: 32, fit: 'resize', mean: [0.286], std: [0.353] };
+  const key: FeatureCacheKey = { checkpoint: 'abc', stage: 'res5', split: 'fashion-mnist:test', count: 3, data: 'd1', size: 32, fit: 'resize', mean: [0.286], std: [0.353] };
   const value = { features: Float32Array.from([1, 2, 3, 4, 5, 6]), dim: 2 };
 
   test('computes once, then reads the file; another key or a damaged file computes again', async () => {
@@ -191,6 +197,63 @@ describe('feature cache', () => {
       assert.equal(off.cached, false);
       assert.equal(calls, 4);
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the digest of the data is part of the key: same tag and count, other pixels or labels, another file', () => {
+    const a = images(4, 1);
+    const b = images(4, 2);
+    assert.equal(imageSetDigest(a), imageSetDigest(images(4, 1)));
+    assert.notEqual(imageSetDigest(a), imageSetDigest(b));
+    const relabelled = { ...a, labels: Int32Array.from([0, 0, 0, 1]) };
+    assert.notEqual(imageSetDigest(a), imageSetDigest(relabelled));
+    assert.notEqual(featureCachePath('/d', { ...key, data: imageSetDigest(a) }), featureCachePath('/d', { ...key, data: imageSetDigest(b) }));
+  });
+
+  test('prepareFeatures: a folder whose images were all replaced at the same path is a cache miss with the fresh features', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'selfsup-features-folder-'));
+    const xdg = process.env.XDG_CACHE_HOME;
+    process.env.XDG_CACHE_HOME = join(dir, 'xdg'); // loadImageFolder's default cache
+    const folder = join(dir, 'images');
+    const write = async (shift: number) => {
+      for (const cls of ['a', 'b']) {
+        mkdirSync(join(folder, cls), { recursive: true });
+        for (let n = 0; n < 5; n++) {
+          const file = join(folder, cls, `${n}.png`);
+          const v = (shift + n * 40 + (cls === 'a' ? 0 : 20)) % 256;
+          await sharp({ create: { width: 16, height: 16, channels: 3, background: { r: v, g: 255 - v, b: (v * 3) % 256 } } }).png().toFile(file);
+          utimesSync(file, new Date(), new Date(Date.now() + shift * 1000));
+        }
+      }
+    };
+    const config = CheckpointConfig.parse({ method: 'simclr', seed: 1, model: { width: 4 }, dataset: { name: `folder:${folder}`, size: 16 } });
+    const loaded: LoadedBackbone = {
+      backbone: buildBackbone(config.model, 3, 1),
+      checkpoint: { path: join(dir, 'run', 'last.ckpt'), sha256: 'c0ffee', method: 'simclr', arch: 'test', randomInit: false },
+      config,
+      data: { channels: 3, numClasses: 2 },
+    };
+    loaded.backbone.eval();
+    const run = (cache = true) => prepareFeatures(loaded, FeatureInputOptions.parse({ cache }), () => undefined);
+    try {
+      await write(0);
+      const first = await run();
+      assert.equal(first.train.cached, false);
+      assert.equal((await run()).train.cached, true, 'the same images: read from the cache');
+
+      await write(100);
+      const replaced = await run();
+      assert.equal(replaced.train.cached, false, 'every image replaced: not read from the cache');
+      assert.equal(replaced.test.cached, false);
+      const fresh = await run(false);
+      assert.deepEqual(Array.from(replaced.train.features), Array.from(fresh.train.features));
+      assert.deepEqual(Array.from(replaced.test.features), Array.from(fresh.test.features));
+      assert.notDeepEqual(Array.from(replaced.train.features), Array.from(first.train.features));
+    } finally {
+      loaded.backbone.dispose();
+      if (xdg === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = xdg;
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -162,7 +162,9 @@ export function registerDataCommand(program: Command): void {
       if (o.channels !== 1 && o.channels !== 3) throw new Error(`--channels must be 1 or 3, got ${o.channels}`);
       const set = await loadImageFolder(dir, { size: o.size, channels: o.channels, cacheDir: o.cacheDir });
       const classes = set.classNames ? `${set.classNames.length} classes` : 'unlabeled';
-      process.stdout.write(`${set.count} images (${classes}), ${set.cachedCount} from cache, ${set.skipped.length} skipped\n`);
+      const { found, skipped } = set.summary;
+      const reasons = Object.entries(skipped).map(([reason, n]) => `${n} ${reason}`);
+      process.stdout.write(`${set.count} images (${classes}), ${set.cachedCount} from cache; ${found} files found, ${set.count} used, ${reasons.length ? reasons.join(', ') : 'none'} skipped\n`);
     });
 
   data

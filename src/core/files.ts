@@ -5,7 +5,12 @@ import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
-export function writeFileAtomic(path: string, chunks: Uint8Array | string | Array<Uint8Array | string>): void {
+export interface AtomicWriteHooks {
+  /** Testing: runs once the temporary file is complete; throwing leaves it behind, as a kill there would. */
+  beforeRename?: (tmp: string) => void;
+}
+
+export function writeFileAtomic(path: string, chunks: Uint8Array | string | Array<Uint8Array | string>, hooks: AtomicWriteHooks = {}): void {
   const dir = dirname(path);
   mkdirSync(dir, { recursive: true });
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
@@ -23,6 +28,7 @@ export function writeFileAtomic(path: string, chunks: Uint8Array | string | Arra
     throw err;
   }
   closeSync(fd);
+  hooks.beforeRename?.(tmp);
   renameSync(tmp, path);
   // The rename itself is durable only once the folder's entry is on disk.
   try {

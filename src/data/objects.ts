@@ -414,5 +414,5 @@ export async function loadObjectImages(dir: string, split: 'train' | 'val', o: L
   const order = Array.from({ length: folder.count }, (_, i) => i).sort((a, b) => id[a]! - id[b]!);
   const sorted = selectImages(folder, order);
   for (let i = 0; i < sorted.count; i++) sorted.labels[i] = labelOf[sorted.labels[i]!]!;
-  return { ...sorted, classNames: folders, files: order.map((i) => folder.files[i]!), skipped: folder.skipped, cachedCount: folder.cachedCount };
+  return { ...sorted, classNames: folders, files: order.map((i) => folder.files[i]!), skipped: folder.skipped, cachedCount: folder.cachedCount, summary: folder.summary };
 }

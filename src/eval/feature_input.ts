@@ -2,14 +2,15 @@
 // features of a training split (the kNN memory / probe training set) and a
 // test split, with their labels. Fashion-MNIST has both splits; an image
 // folder is split by a seeded permutation of the run's seed. Features are
-// cached under the run folder, keyed by the checkpoint's checksum, so a second
-// protocol on the same checkpoint skips the backbone.
+// cached under the run folder, keyed by the checkpoint's checksum and a digest
+// of the images read, so a second protocol on the same checkpoint and data
+// skips the backbone.
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { dataFacts, defaultNormalization, hasTestSplit, loadTestSplit, loadTrainingSet, type DatasetConfig } from '../data/dataset_config.js';
 import type { ImageSet } from '../data/image_set.js';
 import type { LoadedBackbone } from '../io/backbone.js';
-import { cachedFeatures } from './feature_cache.js';
+import { cachedFeatures, imageSetDigest } from './feature_cache.js';
 import { extractFeatures, FEATURE_STAGES, type FeatureStage, type Features } from './features.js';
 import type { LabeledFeatures } from './linear_probe.js';
 import { holdoutSplit } from './splits.js';
@@ -68,7 +69,8 @@ export async function prepareFeatures(loaded: LoadedBackbone, o: FeatureInputOpt
   const size = config.dataset.size;
   const stats = defaultNormalization(loaded.data.channels);
   const features = async (split: 'train' | 'test', set: ImageSet): Promise<Features & { labels: Int32Array; cached: boolean }> => {
-    const key = { checkpoint: checksum, stage: o.stage, split: `${sets.tag}:${split}`, count: set.count, size, fit: 'resize', mean: stats?.mean ?? null, std: stats?.std ?? null };
+    const data = imageSetDigest(set);
+    const key = { checkpoint: checksum, stage: o.stage, split: `${sets.tag}:${split}`, count: set.count, data, size, fit: 'resize', mean: stats?.mean ?? null, std: stats?.std ?? null };
     const t0 = performance.now();
     const tty = process.stderr.isTTY;
     const f = await cachedFeatures(cacheDir, key, () =>
