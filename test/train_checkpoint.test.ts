@@ -227,3 +227,20 @@ test('a writer killed mid-write leaves the previous checkpoint loadable', async 
   assert.deepEqual(readdirSync(dir).filter((f) => f.includes('.tmp-')), []);
   assert.equal(readCheckpoint(path).state.position.step, 3);
 });
+
+test('a state holding a NaN or an infinity is never written as a checkpoint; the previous file stays', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'selfsup-ckpt-nan-'));
+  const config = tinyConfig(dir);
+  const method = fashionMethod(config);
+  const path = join(dir, 'last.safetensors');
+  try {
+    saveCheckpoint(path, method, null, state(config, 2));
+    const before = readFileSync(path);
+    const w = method.stateDict()['backbone.layer1.0.bn1.running_var']!;
+    (w as tf.Variable).assign(tf.fill(w.shape, NaN));
+    assert.throws(() => saveCheckpoint(path, method, null, state(config, 3)), /refusing to write a checkpoint: model\.backbone\.layer1\.0\.bn1\.running_var holds a non-finite value \(NaN at index 0\)/);
+    assert.deepEqual(readFileSync(path), before);
+  } finally {
+    method.dispose();
+  }
+});

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
-import { estimateBatchNormStatistics } from '../src/eval/features.js';
+import { NonFiniteFeaturesError, estimateBatchNormStatistics, extractFeatures } from '../src/eval/features.js';
 import { z } from 'zod';
 import { parse as parseYaml } from 'yaml';
 import { Supervised, defineMethod, methodSpec, registerMethod, type Method, type MethodContext, type StepContext, type TensorBatch } from '../src/methods/index.js';
@@ -19,7 +19,7 @@ import { readCheckpoint, restoreMethod } from '../src/io/checkpoint.js';
 import { loadTestSet, loadTrainingSet } from '../src/data/dataset_config.js';
 import { MetricsLog, type EpochMetrics, type StepMetrics } from '../src/train/metrics.js';
 import { OnlineKnn } from '../src/train/online_knn.js';
-import { NonFiniteLossError, train } from '../src/train/trainer.js';
+import { NonFiniteLossError, NonFiniteStateError, train } from '../src/train/trainer.js';
 import { bufferValues } from './helpers.js';
 import { fashionMethod } from './method_runs.js';
 
@@ -141,6 +141,59 @@ test('a NaN loss stops training, names the step and keeps the last good checkpoi
   assert.equal(ckpt.state.position.step, 4);
   for (const [name, t] of Object.entries(ckpt.model)) assert.ok(t.data.every((v) => Number.isFinite(v)), name);
   assert.equal(existsSync(join(out, 'metrics.jsonl')), true);
+});
+
+test('a diverging run stops at the first non-finite gradient or state tensor, names the step and tensor, and keeps a finite checkpoint', async () => {
+  // lr 1e30 blows the weights up at once; lr 300 keeps the loss finite while BN running variances overflow.
+  for (const lr of [1e30, 300]) {
+    const out = fresh(`diverge-${lr}`);
+    const config = tinyConfig(out, { optimizer: { lr }, checkpoint: { everySteps: 1 }, onlineKnn: { every: 0 } });
+    const messages: string[] = [];
+    await assert.rejects(train(config, { quiet: true, log: (m) => messages.push(m) }), (e: Error) => {
+      assert.ok(e instanceof NonFiniteLossError, `callers catching the loss error catch this too: ${e.message}`);
+      if (!(e instanceof NonFiniteStateError)) assert.fail(`lr ${lr}: ${e.message}`);
+      assert.match(e.tensor, /backbone\.|classifier\./);
+      assert.ok(e.message.includes(e.tensor) && e.message.includes(`step ${e.step} (epoch`), e.message);
+      assert.match(e.message, new RegExp(`last good checkpoint, .*last.safetensors \\(step ${e.step}\\), is kept`));
+      return true;
+    });
+    assert.ok(messages.some((m) => m.includes('training stopped')), messages.join('\n'));
+    const ckpt = readCheckpoint(join(out, 'last.safetensors'));
+    for (const [name, t] of Object.entries({ ...ckpt.model, ...ckpt.optimizer })) assert.ok(t.data.every((v) => Number.isFinite(v)), `lr ${lr}: ${name}`);
+  }
+});
+
+test('extractFeatures refuses a backbone whose features are not finite', async () => {
+  const config = tinyConfig(fresh('nan-features'));
+  const method = fashionMethod(config);
+  try {
+    const images = await loadTrainingSet({ ...config.dataset, limit: 8 });
+    const { features } = await extractFeatures(method.backbone, images, { size: 32, batchSize: 4 });
+    assert.ok(features.every(Number.isFinite));
+    const w = method.backbone.stateDict()['layer2.0.conv1.weight']!;
+    (w as tf.Variable).assign(tf.fill(w.shape, NaN));
+    await assert.rejects(extractFeatures(method.backbone, images, { size: 32, batchSize: 4, stage: 'res4' }), (e: Error) => {
+      assert.ok(e instanceof NonFiniteFeaturesError);
+      assert.match(e.message, /res4 features are not finite \(NaN at image 0, channel 0\): its weights or BN statistics diverged/);
+      return true;
+    });
+  } finally {
+    method.dispose();
+  }
+});
+
+test('--resume with more epochs says how the learning-rate schedule changes, with the rates', async () => {
+  const out = fresh('extend');
+  await train(tinyConfig(out, { epochs: 1, onlineKnn: { every: 0 } }), { quiet: true, log: () => undefined });
+  const messages: string[] = [];
+  await train(tinyConfig(out, { epochs: 2, onlineKnn: { every: 0 } }), { resume: true, quiet: true, log: (m) => messages.push(m) });
+  const lr = new Map(stepLosses(out).map(([step, , rate]) => [step, rate!]));
+  const expected = `resume: extending the run from 1 to 2 epochs: the learning-rate schedule now spans 2 epochs, so the rate goes from ${lr.get(3)!.toFixed(4)} (last step) to ${lr.get(4)!.toFixed(4)} at step 4`;
+  assert.ok(messages.includes(expected), `expected\n${expected}\nin\n${messages.join('\n')}`);
+  assert.ok(lr.get(4)! > lr.get(3)!, `the rate jumps back up: ${[...lr].join(' ')}`);
+  const same: string[] = [];
+  await train(tinyConfig(out, { epochs: 2, onlineKnn: { every: 0 } }), { resume: true, quiet: true, log: (m) => same.push(m) });
+  assert.ok(!same.some((m) => m.includes('learning-rate schedule')), 'same length: no message');
 });
 
 test('a tiny supervised run on Fashion-MNIST: the loss falls and kNN beats random initialisation', async () => {

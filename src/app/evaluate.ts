@@ -6,6 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import { useBackend, type BackendChoice } from '../backend/select.js';
 import { textSha256, writeFileAtomic } from '../core/files.js';
 import { parseOrThrow } from '../core/schema.js';
+import { NonFiniteFeaturesError } from '../eval/features.js';
 import { FeatureInputOptions, prepareFeatures } from '../eval/feature_input.js';
 import type { EvalReport, ProtocolInput } from '../eval/protocol.js';
 import { getProtocol } from './protocols.js';
@@ -54,7 +55,9 @@ export async function evaluate(request: EvaluateRequest): Promise<Evaluation> {
     let data: EvalReport['data'];
     let settings: Record<string, unknown>;
     if (protocol.input === 'features') {
-      const features = await prepareFeatures(loaded, input, log);
+      const features = await prepareFeatures(loaded, input, log).catch((err: unknown) => {
+        throw err instanceof NonFiniteFeaturesError ? new NonFiniteFeaturesError(`checkpoint ${file}: ${err.message}`) : err;
+      });
       protocolInput = { kind: 'features', features };
       data = { name: features.dataset, trainImages: features.train.labels.length, testImages: features.test.labels.length, stage: features.stage, dim: features.dim };
       const { cache: _cache, batchSize: _batchSize, ...inputSettings } = input; // they do not change the result

@@ -36,6 +36,14 @@ export interface ExtractOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+/** The backbone produced NaN or infinite features: its weights or BN statistics diverged. */
+export class NonFiniteFeaturesError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NonFiniteFeaturesError';
+  }
+}
+
 export interface Features {
   /** count x dim floats, row-major. */
   features: Float32Array;
@@ -136,6 +144,14 @@ export async function extractFeatures(backbone: ResNet, images: ImageSet, opts: 
     }
   } finally {
     restoreModes();
+  }
+  // Distances and classifiers on NaN features still yield numbers (every vote ties), so a diverged backbone would score as chance.
+  for (let i = 0; i < features.length; i++) {
+    if (!Number.isFinite(features[i]!)) {
+      throw new NonFiniteFeaturesError(
+        `the backbone's ${stage} features are not finite (${features[i]} at image ${Math.floor(i / dim)}, channel ${i % dim}): its weights or BN statistics diverged`,
+      );
+    }
   }
   return { features, dim };
 }

@@ -102,8 +102,18 @@ function rawOf(t: Tensor): RawTensor {
   return { dtype: dtypeOf(data), shape: [...t.shape], data };
 }
 
+/** A diverged state must never be written where a resume or an evaluation would take it as good. */
+function assertFinite(tensors: Record<string, RawTensor>): void {
+  for (const [name, { dtype, data }] of Object.entries(tensors)) {
+    if (dtype !== 'F32') continue;
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i]!)) throw new Error(`refusing to write a checkpoint: ${name} holds a non-finite value (${data[i]} at index ${i})`);
+    }
+  }
+}
+
 /**
- * Encodes a checkpoint. Tensors are read synchronously, so the caller must not
+ * Encodes a checkpoint; a NaN or infinite tensor is an error. Tensors are read synchronously, so the caller must not
  * step the model until this returns.
  */
 export function encodeCheckpoint(model: Module, optimizer: OptimizerState | null, state: CheckpointState): Uint8Array[] {
@@ -115,6 +125,7 @@ export function encodeCheckpoint(model: Module, optimizer: OptimizerState | null
   } finally {
     tf.dispose(Object.values(optState));
   }
+  assertFinite(tensors);
   const metadata: Record<string, string> = {
     format: CHECKPOINT_FORMAT,
     version: String(CHECKPOINT_VERSION),

@@ -140,6 +140,9 @@ export class PreciseBatchNorm implements TrainerCallback {
     const { run } = loop;
     if (this.images === 0 || !this.due(summary.epoch)) return;
     estimateBatchNormStatistics(run.method.backbone, run.trainSet, { size: run.config.dataset.size, batchSize: run.config.batchSize, limit: this.images });
+    // Finite but huge weights can overflow the re-estimated variances, and a checkpoint follows.
+    const step = loop.position.step - 1;
+    loop.assertFiniteState(`after re-estimating BN statistics at step ${step} (epoch ${summary.epoch + 1}'s end)`, step);
   }
 }
 

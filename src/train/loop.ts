@@ -12,7 +12,7 @@
 // uninterrupted one would: every input of a step is either in the checkpoint
 // or a pure function of (seed, epoch, batch, step).
 import * as tf from '../core/tf.js';
-import type { NamedTensorMap, Scalar, Variable } from '@tensorflow/tfjs-core';
+import type { NamedTensorMap, Scalar, Tensor, Variable } from '@tensorflow/tfjs-core';
 import type { Batch, Loader } from '../data/index.js';
 import type { CheckpointState } from '../io/checkpoint.js';
 import type { Method, StepContext } from '../methods/method.js';
@@ -48,6 +48,36 @@ export class NonFiniteLossError extends Error {
     super(message);
     this.name = 'NonFiniteLossError';
   }
+}
+
+/**
+ * A gradient, parameter or buffer (BN running statistics, EMA twins, queues)
+ * became NaN or infinite. A finite loss does not rule this out: BN running
+ * variances can overflow while the loss stays finite. `tensor` names it.
+ */
+export class NonFiniteStateError extends NonFiniteLossError {
+  constructor(
+    message: string,
+    step: number,
+    lastCheckpoint: string | null,
+    readonly tensor: string,
+  ) {
+    super(message, step, lastCheckpoint);
+    this.name = 'NonFiniteStateError';
+  }
+}
+
+/**
+ * The name of the first float tensor of `named` that holds a NaN or an
+ * infinity, or null. x - x is 0 for finite x and NaN otherwise, so one summed
+ * reduction and one scalar read cover every tensor (no overflow, unlike a sum
+ * of the values); the per-tensor search runs only once something is wrong.
+ */
+export function firstNonFinite(named: Array<[string, Tensor]>): string | null {
+  const floats = named.filter(([, t]) => t.dtype === 'float32');
+  const probe = (ts: Tensor[]) => tf.tidy(() => ts.map((t) => tf.sum(tf.sub(t, t))).reduce((a, b) => tf.add(a, b)).dataSync()[0]!);
+  if (floats.length === 0 || Number.isFinite(probe(floats.map(([, t]) => t)))) return null;
+  return floats.find(([, t]) => !Number.isFinite(probe([t])))?.[0] ?? '(unknown)';
 }
 
 /** What `fit` tells its callbacks; each hook may be async, and they run in list order. */
@@ -104,6 +134,25 @@ export class Loop {
     this.log(`${why}: stopping after this step and writing a checkpoint${why.startsWith('SIG') ? ' (again to exit at once)' : ''}`);
   }
 
+  /** What the last checkpoint is, for the messages that stop a run. */
+  kept(): string {
+    const saved = this.lastSaved;
+    return saved ? `the last good checkpoint, ${saved.path} (step ${saved.step}), is kept` : 'no checkpoint had been written yet';
+  }
+
+  /** Logs and throws: `tensor` went non-finite (`what` says when) at step `step`. */
+  stopNonFinite(tensor: string, what: string, step: number): never {
+    const message = `${tensor} ${what}; ${this.kept()}`;
+    this.log(message);
+    throw new NonFiniteStateError(message, step, this.lastSaved?.path ?? null, tensor);
+  }
+
+  /** Stops the run if any tensor of the method's state (parameters, BN statistics, EMA twins, queues) is NaN or infinite. */
+  assertFiniteState(when: string, step = this.position.step): void {
+    const bad = firstNonFinite(Object.entries(this.run.method.stateDict()));
+    if (bad !== null) this.stopNonFinite(bad, `holds NaN or infinite values ${when}; training stopped, this state is not saved`, step);
+  }
+
   /** What a checkpoint written now records besides the tensors. */
   checkpointState(): CheckpointState<RunConfig, EpochMetrics> {
     const { config, data } = this.run;
@@ -118,6 +167,8 @@ export function emptyAccumulator(): CheckpointState['epoch'] {
 interface StepOutcome {
   loss: number;
   terms: Record<string, number>;
+  /** Set when the gradients were not finite (no update applied): what was. */
+  badGradient?: string;
 }
 
 /**
@@ -133,6 +184,7 @@ function trainStep(
   ctx: StepContext,
   lr: number,
   gradClip: number | undefined,
+  paramName: Map<string, string>,
 ): StepOutcome {
   const tensors = toTensorBatch(batch);
   let terms: Record<string, Scalar> = {};
@@ -152,7 +204,14 @@ function trainStep(
       for (const [name, t] of Object.entries(terms)) outcome.terms[name] = t.dataSync()[0]!;
       if (!Number.isFinite(outcome.loss)) return outcome;
       used = method.transformGradients(grads, ctx);
-      if (gradClip !== undefined) outcome.terms.gradNorm = clipGradNorm(used, gradClip);
+      if (gradClip !== undefined) {
+        outcome.terms.gradNorm = clipGradNorm(used, gradClip);
+        if (!Number.isFinite(outcome.terms.gradNorm)) outcome.badGradient = `the gradient norm (${outcome.terms.gradNorm})`;
+      } else {
+        const bad = firstNonFinite(Object.entries(used));
+        if (bad !== null) outcome.badGradient = `the gradient of ${paramName.get(bad) ?? bad}`;
+      }
+      if (outcome.badGradient) return outcome;
       optimizer.step(used, lr);
     } finally {
       value.dispose();
@@ -226,7 +285,9 @@ function epochSummary(loop: Loop, epoch: number, lr: number): EpochMetrics {
 export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log: (line: string) => void }): Promise<TrainResult> {
   const { config, method, loader, optimizer, lrAt, stepsPerEpoch, totalSteps } = run;
   const loop = new Loop(run, log);
-  const trainable = namedParameters(method).map((p) => p.variable);
+  const named = namedParameters(method);
+  const trainable = named.map((p) => p.variable);
+  const paramName = new Map(named.map((p) => [p.variable.name, p.name]));
   const each = async (hook: (cb: TrainerCallback) => void | Promise<void>) => {
     for (const cb of callbacks) await hook(cb);
   };
@@ -255,14 +316,18 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
         const step = loop.position.step;
         const ctx: StepContext = { step, epoch, totalSteps };
         const lr = lrAt(step);
-        const { loss, terms } = trainStep(method, trainable, optimizer, batch, ctx, lr, config.optimizer.gradClip);
+        const { loss, terms, badGradient } = trainStep(method, trainable, optimizer, batch, ctx, lr, config.optimizer.gradClip, paramName);
+        const where = `step ${step} (epoch ${epoch + 1}, batch ${batch.index})`;
         if (!Number.isFinite(loss)) {
           const saved = loop.lastSaved;
-          const kept = saved ? `the last good checkpoint, ${saved.path} (step ${saved.step}), is kept` : 'no checkpoint had been written yet';
-          const message = `loss is ${loss} at step ${step} (epoch ${epoch + 1}, batch ${batch.index}); training stopped, no update applied; ${kept}`;
+          const message = `loss is ${loss} at ${where}; training stopped, no update applied; ${loop.kept()}`;
           log(message);
           throw new NonFiniteLossError(message, step, saved?.path ?? null);
         }
+        if (badGradient) loop.stopNonFinite(badGradient, `is not finite at ${where}; training stopped, no update applied`, step);
+        // Every step, before any callback can save it. Cheap enough: ~3-4 ms for a width-16 ResNet-18's
+        // 102 tensors (0.7M floats), plus ~2 ms for the gradients, against a 250-650 ms step at batch 128.
+        loop.assertFiniteState(`after ${where}`, step);
         const now = performance.now();
         const seconds = (now - tick) / 1000;
         tick = now;

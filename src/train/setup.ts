@@ -77,6 +77,18 @@ function resumeConfig(given: RunConfig, saved: RunConfig, log: (line: string) =>
   return merged as RunConfig;
 }
 
+/**
+ * --epochs on resume is honoured, but the schedule is a function of the run's
+ * length, so the rate the next step takes jumps; say so, with the numbers.
+ */
+function scheduleChange(config: RunConfig, savedEpochs: number, stepsPerEpoch: number, step: number): string {
+  const before = createLrSchedule({ ...config, epochs: savedEpochs }, stepsPerEpoch);
+  const after = createLrSchedule(config, stepsPerEpoch);
+  const change = `${config.epochs > savedEpochs ? 'extending' : 'shortening'} the run from ${savedEpochs} to ${config.epochs} epochs`;
+  const from = step > 0 ? `goes from ${before(step - 1).toFixed(4)} (last step) to` : 'is';
+  return `resume: ${change}: the learning-rate schedule now spans ${config.epochs} epochs, so the rate ${from} ${after(step).toFixed(4)} at step ${step}`;
+}
+
 /** Errors unless `checkpoint` was trained by the method and model `config` asks for. */
 export function assertCompatible(checkpoint: Checkpoint, config: RunConfig): void {
   const { path } = checkpoint;
@@ -141,6 +153,8 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
       restoreMethod(resumed, method);
       restoreOptimizer(resumed, optimizer);
       state = { position: saved.position, metrics: saved.metrics as EpochMetrics[], epoch: saved.epoch, elapsed: saved.elapsed };
+      const savedEpochs = (saved.config as { epochs?: number }).epochs;
+      if (savedEpochs !== undefined && savedEpochs !== config.epochs) log(scheduleChange(config, savedEpochs, stepsPerEpoch, saved.position.step));
     }
     writeFileAtomic(join(outDir, 'config.yaml'), toYaml(config));
     return {

@@ -8,7 +8,7 @@ import { fit, type TrainResult } from './loop.js';
 import type { StepMetrics } from './metrics.js';
 import { setupRun } from './setup.js';
 
-export { NonFiniteLossError, type TrainResult } from './loop.js';
+export { NonFiniteLossError, NonFiniteStateError, type TrainResult } from './loop.js';
 
 export interface TrainOptions {
   /** Continue `<out>/last.safetensors` exactly where it stopped. */
