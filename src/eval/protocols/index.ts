@@ -7,8 +7,9 @@ import { linearProtocol } from './linear.js';
 import { retrievalProtocol } from './retrieval.js';
 import { similarityProtocol } from './similarity.js';
 import { svmProtocol } from './svm.js';
+import { umapProtocol } from './umap.js';
 
-const registry = new Map<string, Protocol>([knnProtocol, linearProtocol, retrievalProtocol, svmProtocol, attentionProtocol, similarityProtocol].map((p) => [p.name, p as Protocol]));
+const registry = new Map<string, Protocol>([knnProtocol, linearProtocol, retrievalProtocol, svmProtocol, attentionProtocol, similarityProtocol, umapProtocol].map((p) => [p.name, p as Protocol]));
 
 /** Adds (or replaces) a protocol; for plug-ins and tests. */
 export function registerProtocol(protocol: Protocol): void {
