@@ -111,7 +111,11 @@ test('optimizer state round-trips: a restored optimizer takes the same next step
     const state = optA.state();
     const b = params(Array.from(a[0]!.variable.dataSync()), Array.from(a[1]!.variable.dataSync()));
     const optB = make(b);
+    const before = tf.memory().numTensors;
     optB.loadState(state);
+    const slots = Object.keys(state).filter((k) => k !== 'step').length;
+    // One live tensor per slot variable, nothing else (a resume once leaked the zeros that seeded each slot).
+    assert.equal(tf.memory().numTensors - before, slots, `${optA.constructor.name}: tensors left by loadState`);
     tf.dispose(Object.values(state));
     assert.equal(optB.stepCount, 2);
     const nextA = run(optA, a, [[[0.05, -0.1], [0.2]]]);

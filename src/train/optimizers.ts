@@ -69,7 +69,10 @@ export abstract class Optimizer {
     const key = `${p.name}.${slot}`;
     let v = this.slots.get(key);
     if (!v) {
-      v = tf.variable(tf.zerosLike(p.variable), false);
+      // The zeros are copied into the variable; outside step()'s tidy (a resume's loadState) they would leak.
+      const zeros = tf.zerosLike(p.variable);
+      v = tf.variable(zeros, false);
+      zeros.dispose();
       this.slots.set(key, v);
     }
     return v;
