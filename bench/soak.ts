@@ -161,6 +161,15 @@ function procRss(pid: number): number | null {
   }
 }
 
+/** The two runs' recorded configs agree but for their folders (a --keep reference made with another --seed must not be reused). */
+function sameRun(a: string, b: string): boolean {
+  const config = (dir: string) => {
+    const { out: _out, ...rest } = readCheckpoint(join(dir, LAST_CHECKPOINT)).state.config as Record<string, unknown>;
+    return JSON.stringify(rest);
+  };
+  return existsSync(join(b, LAST_CHECKPOINT)) && config(a) === config(b);
+}
+
 function savedStep(dir: string): number {
   const path = join(dir, LAST_CHECKPOINT);
   return existsSync(path) ? readCheckpoint(path).state.position.step : 0;
@@ -301,7 +310,7 @@ async function parent(flags: Flags): Promise<number> {
   // The reference: the same run, uninterrupted (reused with --keep when finished).
   let reference: Session | null = null;
   if (failures.length === 0) {
-    if (flags.keep && savedStep(refDir) === total) say(`bench:soak: reference run ${refDir} is finished; reused`);
+    if (flags.keep && savedStep(refDir) === total && sameRun(refDir, soakDir)) say(`bench:soak: reference run ${refDir} is finished, with the same config; reused`);
     else {
       rmSync(refDir, { recursive: true, force: true });
       mkdirSync(refDir, { recursive: true });
