@@ -92,11 +92,11 @@ export function knnNeighbours(
 }
 
 /**
- * Cosine similarities of every query row against every memory row, `rows`
- * queries at a time (one [rows, memory] block on the host, so memory use is
- * bounded): `visit(start, count, block)` sees queries start .. start + count.
+ * Dot products of every query row with every memory row, `rows` queries at a
+ * time (one [rows, memory] block on the host, so memory use is bounded):
+ * `visit(start, count, block)` sees queries start .. start + count.
  */
-export function forEachSimilarityBlock(
+export function forEachDotProductBlock(
   memory: Float32Array,
   queries: Float32Array,
   dim: number,
@@ -105,23 +105,33 @@ export function forEachSimilarityBlock(
 ): void {
   const n = memory.length / dim;
   const q = queries.length / dim;
-  const normQueries = l2NormalizeRows(queries, dim);
-  const bank = tf.tensor2d(l2NormalizeRows(memory, dim), [n, dim]);
+  const bank = tf.tensor2d(memory, [n, dim]);
   try {
     for (let start = 0; start < q; start += rows) {
       const b = Math.min(rows, q - start);
-      const sim = tf.tidy(() => tf.matMul(tf.tensor2d(normQueries.subarray(start * dim, (start + b) * dim), [b, dim]), bank as Tensor2D, false, true));
+      const dots = tf.tidy(() => tf.matMul(tf.tensor2d(queries.subarray(start * dim, (start + b) * dim), [b, dim]), bank as Tensor2D, false, true));
       let s: Float32Array;
       try {
-        s = sim.dataSync() as Float32Array;
+        s = dots.dataSync() as Float32Array;
       } finally {
-        sim.dispose();
+        dots.dispose();
       }
       visit(start, b, s);
     }
   } finally {
     bank.dispose();
   }
+}
+
+/** forEachDotProductBlock on L2-normalised rows: cosine similarities. */
+export function forEachSimilarityBlock(
+  memory: Float32Array,
+  queries: Float32Array,
+  dim: number,
+  rows: number,
+  visit: (start: number, count: number, block: Float32Array) => void,
+): void {
+  forEachDotProductBlock(l2NormalizeRows(memory, dim), l2NormalizeRows(queries, dim), dim, rows, visit);
 }
 
 /** a ranks below b: smaller value, or equal value and larger index. */

@@ -22,12 +22,11 @@
 // The plot is a hand-written, self-contained SVG: one circle per point,
 // coloured by class (tab10 / tab20, golden-angle hues beyond 20 classes),
 // with a legend; sharp renders it to PNG on request.
-import type { Tensor2D } from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import { UMAP } from 'umap-js';
 import { writeFileAtomic } from '../core/files.js';
 import { Rng } from '../core/random.js';
-import * as tf from '../core/tf.js';
+import { forEachDotProductBlock } from './knn.js';
 
 /** Squared-distance entries per block: 8M floats (32 MB), as knn.ts. */
 const BLOCK_FLOATS = 8 * 1024 * 1024;
@@ -75,27 +74,14 @@ export function forEachDistanceBlock(x: Float32Array | Float64Array, dim: number
     for (let d = 0; d < dim; d++) s += data[i * dim + d]! * data[i * dim + d]!;
     norms[i] = s;
   }
-  const bank = tf.tensor2d(data, [n, dim]);
-  try {
-    for (let start = 0; start < n; start += rows) {
-      const b = Math.min(rows, n - start);
-      const gram = tf.tidy(() => tf.matMul(tf.tensor2d(data.subarray(start * dim, (start + b) * dim), [b, dim]), bank as Tensor2D, false, true));
-      let g: Float32Array;
-      try {
-        g = gram.dataSync() as Float32Array;
-      } finally {
-        gram.dispose();
-      }
-      for (let r = 0; r < b; r++) {
-        const i = start + r;
-        for (let j = 0; j < n; j++) g[r * n + j] = Math.max(0, norms[i]! + norms[j]! - 2 * g[r * n + j]!);
-        g[r * n + i] = 0;
-      }
-      visit(start, b, g);
+  forEachDotProductBlock(data, data, dim, rows, (start, b, g) => {
+    for (let r = 0; r < b; r++) {
+      const i = start + r;
+      for (let j = 0; j < n; j++) g[r * n + j] = Math.max(0, norms[i]! + norms[j]! - 2 * g[r * n + j]!);
+      g[r * n + i] = 0;
     }
-  } finally {
-    bank.dispose();
-  }
+    visit(start, b, g);
+  });
 }
 
 export interface NearestNeighbours {
