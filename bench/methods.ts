@@ -23,13 +23,13 @@ import { evaluate as evaluateCheckpoint, parseRunConfig, train } from '../src/ap
 import type { BackendChoice } from '../src/backend/select.js';
 import { nonNegativeInt, positiveInt } from '../src/app/flags.js';
 import { writeFileAtomic } from '../src/core/files.js';
-import { dataFacts, loadTrainingSet } from '../src/data/dataset_config.js';
+import { loadTrainingSet } from '../src/data/dataset_config.js';
 import { extractFeatures } from '../src/eval/features.js';
 import { normalizedMutualInfo } from '../src/eval/nmi.js';
-import { LAST_CHECKPOINT, readCheckpoint, restoreMethod } from '../src/io/checkpoint.js';
+import { methodFromCheckpoint } from '../src/io/backbone.js';
+import { LAST_CHECKPOINT, readCheckpoint } from '../src/io/checkpoint.js';
 import type { SwAV } from '../src/methods/swav.js';
 import type { RunConfig } from '../src/train/config.js';
-import { buildMethod } from '../src/train/setup.js';
 import type { TrainResult } from '../src/train/loop.js';
 import { runSelfInChild, updateReadmeBlock } from './rows.js';
 
@@ -161,9 +161,8 @@ async function clusterNmi(config: RunConfig, trained: TrainResult): Promise<numb
   if (logged !== undefined && logged !== null) return logged;
   if (config.method !== 'swav') return null;
   const set = await loadTrainingSet(config.dataset);
-  const method = buildMethod(config, { ...dataFacts(set), datasetSize: set.count }) as SwAV;
+  const method = methodFromCheckpoint(readCheckpoint(trained.checkpoint)) as SwAV;
   try {
-    restoreMethod(readCheckpoint(trained.checkpoint), method);
     const { features, dim } = await extractFeatures(method.backbone, set, { size: config.dataset.size, batchSize: 256 });
     return normalizedMutualInfo(method.clusters(features, dim), set.labels);
   } finally {

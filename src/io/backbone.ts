@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { fileSha256 } from '../core/files.js';
 import { archLabel, buildBackbone } from '../nn/backbone.js';
 import type { ResNet } from '../nn/resnet.js';
-import { LAST_CHECKPOINT, readCheckpoint, restoreModule, type Checkpoint, type CheckpointConfig, type DataInfo } from './checkpoint.js';
+import { createMethod, methodContext, type Method } from '../methods/index.js';
+import { LAST_CHECKPOINT, readCheckpoint, restoreMethod, restoreModule, type Checkpoint, type CheckpointConfig, type DataInfo } from './checkpoint.js';
 
 /** Every method keeps its encoder under this name (methods/method.ts). */
 export const BACKBONE_PREFIX = 'backbone.';
@@ -65,4 +66,18 @@ export function loadBackbone(path: string, { randomInit = false }: { randomInit?
     config,
     data: { channels: data.channels, numClasses: data.numClasses },
   };
+}
+
+/** The whole method that trained `checkpoint` (heads, momentum encoders, queues), rebuilt from its recorded config and data facts, restored unless `randomInit`, in eval mode. */
+export function methodFromCheckpoint(checkpoint: Checkpoint, randomInit = false): Method {
+  const { config, data } = checkpoint.state;
+  const ctx = methodContext(config, { channels: data.channels, numClasses: data.numClasses, datasetSize: data.datasetCount });
+  const method = createMethod(checkpoint.method || config.method, (config as Record<string, unknown>).methodOptions ?? {}, ctx);
+  try {
+    if (!randomInit) restoreMethod(checkpoint, method);
+  } catch (err) {
+    method.dispose();
+    throw err;
+  }
+  return method.eval();
 }

@@ -25,9 +25,10 @@ import type { Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import * as tf from '../../core/tf.js';
 import { Loader, loadTrainingSet, type Batch } from '../../data/index.js';
-import { readCheckpoint, restoreMethod, type Checkpoint } from '../../io/checkpoint.js';
+import { methodFromCheckpoint } from '../../io/backbone.js';
+import { readCheckpoint } from '../../io/checkpoint.js';
 import { DetCo, STAGES, type Stage } from '../../methods/detco.js';
-import { createMethod, methodContext, type Method } from '../../methods/index.js';
+import type { Method } from '../../methods/index.js';
 import { MOCO_V2_TEMPERATURE, MoCo } from '../../methods/moco.js';
 import { defineProtocol, type EvalReport } from '../protocol.js';
 import { histogramEdges, SimilarityAccumulator, similarityDeltas, SIMILARITY_RANGE, type SimilarityStats } from '../similarity.js';
@@ -61,20 +62,6 @@ interface Embedder {
   outputs: string[];
   /** [n, dim] query and key embeddings of a batch for a pairing, L2-normalised. */
   embed(views: Record<string, Tensor4D>, pairing: Pairing): { q: Tensor2D; k: Tensor2D };
-}
-
-/** The method that trained `checkpoint`, rebuilt from its recorded config and facts, restored unless `randomInit`. */
-export function methodFromCheckpoint(checkpoint: Checkpoint, randomInit = false): Method {
-  const { config, data } = checkpoint.state;
-  const ctx = methodContext(config, { channels: data.channels, numClasses: data.numClasses, datasetSize: data.datasetCount });
-  const method = createMethod(checkpoint.method || config.method, (config as Record<string, unknown>).methodOptions ?? {}, ctx);
-  try {
-    if (!randomInit) restoreMethod(checkpoint, method);
-  } catch (err) {
-    method.dispose();
-    throw err;
-  }
-  return method.eval();
 }
 
 /** Errors unless `method` (a checkpoint's method name) has what these statistics read. */
