@@ -8,6 +8,7 @@
 // oneDNN GEMM), so memory stays bounded at `blockFloats` per block whatever
 // the size of the memory bank; the top-k selection is a size-k heap per row.
 import * as tf from '../core/tf.js';
+import { l2NormalizeRows } from '../losses/normalize.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 
 export interface KnnOptions {
@@ -34,18 +35,7 @@ export interface Accuracy {
 /** Similarity entries per block: 8M floats (32 MB). */
 const DEFAULT_BLOCK_FLOATS = 8 * 1024 * 1024;
 
-/** Rows scaled to unit L2 norm (a zero row stays zero). */
-export function l2NormalizeRows(features: Float32Array, dim: number): Float32Array {
-  checkRows(features, dim, 'features');
-  const out = new Float32Array(features.length);
-  for (let o = 0; o < features.length; o += dim) {
-    let ss = 0;
-    for (let j = 0; j < dim; j++) ss += features[o + j]! * features[o + j]!;
-    const inv = ss > 0 ? 1 / Math.sqrt(ss) : 0;
-    for (let j = 0; j < dim; j++) out[o + j] = features[o + j]! * inv;
-  }
-  return out;
-}
+export { l2NormalizeRows } from '../losses/normalize.js';
 
 function checkRows(a: Float32Array, dim: number, what: string): number {
   if (!(Number.isInteger(dim) && dim > 0)) throw new Error(`knn: dim must be a positive integer, got ${dim}`);

@@ -23,11 +23,12 @@ import { Mulberry32, Rng } from '../core/random.js';
 import * as tf from '../core/tf.js';
 import type { Tensor1D, Variable } from '@tensorflow/tfjs-core';
 import { deepClusterView, type PipelineSpec, type RecipeOptions } from '../data/index.js';
+import { l2NormalizeRows } from '../losses/normalize.js';
 import { Linear } from '../nn/layers.js';
 import { normal } from '../nn/init.js';
 import type { ResNet } from '../nn/resnet.js';
 import { Method, defineMethod, type LossOutput, type MethodContext, type Reclustering, type TensorBatch } from './method.js';
-import { kMeans, l2NormalizeRows, pcaWhiten, uniformOverLabels } from './parts/clustering.js';
+import { kMeans, pcaWhiten, uniformOverLabels } from './parts/clustering.js';
 import { classificationLoss } from './parts/pretext.js';
 
 const CLUSTER_STREAM = 1;
@@ -83,7 +84,7 @@ export class DeepCluster extends Method {
     if (n !== labels.length) throw new Error(`deepcluster: features of ${n} images for a training set of ${labels.length}`);
     const { clusters, pcaDim, kmeansIterations } = this.options;
     const whitened = pcaWhiten({ data: features, n, dim }, clusteringDim(pcaDim, dim));
-    const points = { ...whitened, data: l2NormalizeRows(whitened) };
+    const points = { ...whitened, data: l2NormalizeRows(whitened.data, whitened.dim) };
     const rng = Rng.seeded(this.seed).split(CLUSTER_STREAM).split(epoch);
     const { assignments, inertia, emptyReseeded } = kMeans(points, clusters, { iterations: kmeansIterations, rng });
     const previous = labels.some((l) => l < 0) ? null : labels;

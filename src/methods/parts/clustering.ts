@@ -26,18 +26,6 @@ function checkPoints(where: string, { data, n, dim }: Points): void {
   if (data.length !== n * dim) throw new Error(`${where}: ${data.length} values are not ${n} x ${dim}`);
 }
 
-/** Each row scaled to unit length (rows of zeros stay zero). */
-export function l2NormalizeRows({ data, n, dim }: Points): Float32Array {
-  const out = new Float32Array(data.length);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0; j < dim; j++) s += data[i * dim + j]! ** 2;
-    const inv = s > 0 ? 1 / Math.sqrt(s) : 0;
-    for (let j = 0; j < dim; j++) out[i * dim + j] = data[i * dim + j]! * inv;
-  }
-  return out;
-}
-
 /**
  * The centred points projected on the covariance's `outDim` leading
  * eigenvectors, each coordinate divided by sqrt(eigenvalue + eps): whitened
