@@ -1,11 +1,11 @@
 // src/eval/svm.ts and src/eval/protocols/svm.ts: the dual coordinate-descent
 // L2-loss SVM against hand-derived optima and its own primal, the two AP
 // definitions by hand, svm_tools' folds and cost choice, and the protocol on
-// separable blobs.
+// separable blobs and on a hand-made multi-label set.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../src/core/random.js';
-import type { FeatureSplits } from '../src/eval/feature_input.js';
+import { singleLabel, type FeatureSplits } from '../src/eval/feature_input.js';
 import { svmProtocol, SvmProtocolOptions } from '../src/eval/protocols/svm.js';
 import {
   averagePrecision,
@@ -19,6 +19,7 @@ import {
   type BinaryProblem,
 } from '../src/eval/svm.js';
 import { clusters } from './eval_toy.js';
+import { assertClose } from './helpers.js';
 
 /** n points of two Gaussian classes in `dim` dimensions, means +-shift on every axis, labels +1 for the first half. */
 function gaussianPair(n: number, dim: number, shift: number, seed: number): BinaryProblem {
@@ -248,6 +249,91 @@ describe('svm protocol', () => {
       seconds: 0,
     });
     assert.match(text, /mAP \d+\.\d\d {3}top-1 \d+\.\d\d/);
+  });
+
+  /**
+   * Multi-label, 4 classes, 4-d features, train 36 / test 18 images, each
+   * class in an image with probability 0.4: feature 0 is class 0's label and
+   * feature 1 class 1's (so their SVMs rank every positive first), feature 2
+   * is noise that class 2's label does not follow, feature 3 is a constant 1
+   * (no row is zero). Class 3 has training positives but none in the test split.
+   */
+  const multiLabelSplits = (): FeatureSplits => {
+    const r = Rng.seeded(21);
+    const K = 4;
+    const side = (n: number, test: boolean) => {
+      const multiLabels = new Uint8Array(n * K);
+      const features = new Float32Array(n * K);
+      for (let i = 0; i < n; i++) {
+        for (let k = 0; k < K; k++) multiLabels[i * K + k] = k === 3 && test ? 0 : r.chance(0.4) ? 1 : 0;
+        features[i * K] = multiLabels[i * K]!;
+        features[i * K + 1] = multiLabels[i * K + 1]!;
+        features[i * K + 2] = r.next();
+        features[i * K + 3] = 1;
+      }
+      return { features, labels: new Int32Array(n).fill(-1), multiLabels, cached: false };
+    };
+    return { stage: 'res4', dim: K, numClasses: K, classNames: ['a', 'b', 'c', 'd'], dataset: 'scenes:hand-made', train: side(36, false), test: side(18, true) };
+  };
+
+  test('multi-label: a feature equal to the label gives AP 100; positives are the images holding the class; mAP over classes with test positives; no top-1', async () => {
+    const f = multiLabelSplits();
+    const column = (m: Uint8Array, k: number) => Array.from({ length: m.length / 4 }, (_, i) => m[i * 4 + k]!).reduce((a, b) => a + b, 0);
+    for (let k = 0; k < 4; k++) assert.ok(column(f.train.multiLabels!, k) >= 3, `class ${k} has ${column(f.train.multiLabels!, k)} training positives`);
+    const options = SvmProtocolOptions.parse({ costs: [1, 10, 100] });
+    const r = await svmProtocol.run({ kind: 'features', features: f }, options, () => {});
+    assert.deepEqual(Object.keys(r.metrics).sort(), ['cvMAP', 'mAP']);
+    const perClass = r.details!.perClass as Array<{ class: number; name: string; testAP: number | null; positives: number; testPositives: number }>;
+    assert.deepEqual(perClass.map((c) => c.name), ['a', 'b', 'c', 'd']);
+    for (const c of perClass) {
+      assert.equal(c.positives, column(f.train.multiLabels!, c.class), `class ${c.class} training positives`);
+      assert.equal(c.testPositives, column(f.test.multiLabels!, c.class), `class ${c.class} test positives`);
+    }
+    assert.equal(perClass[0]!.testAP, 100);
+    assert.equal(perClass[1]!.testAP, 100);
+    assert.ok(perClass[2]!.testAP! < 100, `class 2 (noise) test AP ${perClass[2]!.testAP}`);
+    assert.equal(perClass[3]!.testAP, null, 'class 3 has no test positive');
+    assertClose([r.metrics.mAP!], [(100 + 100 + perClass[2]!.testAP!) / 3], { atol: 1e-9, rtol: 0 });
+    assert.match(String(r.details!.labels), /^multi-label/);
+    const text = svmProtocol.format({
+      protocol: 'svm',
+      checkpoint: {} as never,
+      data: { name: 'scenes:hand-made', trainImages: 36, testImages: 18, stage: 'res4', dim: 4 },
+      options,
+      metrics: r.metrics,
+      details: r.details,
+      artifacts: {},
+      backend: 'cpu',
+      createdAt: '',
+      seconds: 0,
+    });
+    assert.match(text, /^multi-label linear SVMs on res4/);
+    assert.match(text, /mAP \d+\.\d\d {3}\(multi-label: no top-1\)/);
+    assert.match(text, /n\/a {2}d\n/);
+
+    // The same images as single labels would be refused by the single-label protocols.
+    assert.throws(() => singleLabel(f, 'umap'), /^Error: umap needs one class per image; --scenes gives multi-label data: use svm$/);
+    assert.equal(singleLabel(blobs(), 'knn').numClasses, 3);
+  });
+
+  test('multi-label: rows of the wrong length or not 0/1 name the field; too few positives names the class and the way out', async () => {
+    const options = SvmProtocolOptions.parse({ costs: [1] });
+    const f = multiLabelSplits();
+    await assert.rejects(
+      svmProtocol.run({ kind: 'features', features: { ...f, test: { ...f.test, multiLabels: f.test.multiLabels!.subarray(4) } } }, options, () => {}),
+      /test\.multiLabels has 68 values, not 18 images x 4 classes/,
+    );
+    const twos = Uint8Array.from(f.train.multiLabels!);
+    twos[6] = 2;
+    await assert.rejects(svmProtocol.run({ kind: 'features', features: { ...f, train: { ...f.train, multiLabels: twos } } }, options, () => {}), /train\.multiLabels\[6\] = 2; multi-hot rows hold 0 or 1/);
+    const { multiLabels: _m, ...plain } = f.test;
+    await assert.rejects(svmProtocol.run({ kind: 'features', features: { ...f, test: plain } }, options, () => {}), /test\.multiLabels is missing/);
+    const rare = Uint8Array.from(f.train.multiLabels!);
+    for (let i = 0; i < 36; i++) rare[i * 4 + 2] = i < 2 ? 1 : 0;
+    await assert.rejects(
+      svmProtocol.run({ kind: 'features', features: { ...f, train: { ...f.train, multiLabels: rare } } }, options, () => {}),
+      /class 2 \(c\) has 2 of 36 training images; each side of one-vs-rest needs at least folds \(3\): use more scenes \(--limit\) or fewer --folds/,
+    );
   });
 
   test('options: strict, costs from a flag string; bad inputs name the field', async () => {

@@ -40,7 +40,7 @@ Examples:
       .command(name)
       .description(protocol.description)
       .requiredOption('--checkpoint <path>', `a checkpoint, or a run folder (its ${LAST_CHECKPOINT})`);
-    if (protocol.input === 'features') addSchemaOptions(cmd, FeatureInputOptions, { data: 'dir', testFraction: 'f' });
+    if (protocol.input === 'features') addSchemaOptions(cmd, FeatureInputOptions, { data: 'dir', scenes: 'dir', testFraction: 'f' });
     addSchemaOptions(cmd, protocol.options)
       .option('--random-init', "evaluate the run's architecture at its random initialisation instead (the baseline to beat)")
       .addOption(new Option('--backend <name>', 'tfjs backend').choices([...BACKENDS]).default('auto'))

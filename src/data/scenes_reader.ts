@@ -17,7 +17,8 @@ export interface SceneSplit {
   annotations: CocoAnnotation[][];
 }
 
-export async function loadSceneSplit(dir: string, split: 'train' | 'val'): Promise<SceneSplit> {
+/** `limit`: read only the first N images (in `coco.images` order) and their annotations. */
+export async function loadSceneSplit(dir: string, split: 'train' | 'val', { limit }: { limit?: number } = {}): Promise<SceneSplit> {
   const jsonPath = join(dir, 'annotations', `instances_${split}.json`);
   let coco: CocoDataset;
   try {
@@ -26,6 +27,13 @@ export async function loadSceneSplit(dir: string, split: 'train' | 'val'): Promi
     throw new Error(`${jsonPath}: cannot read COCO annotations (${(err as Error).message})`);
   }
   if (coco.images.length === 0) throw new Error(`${jsonPath}: no images`);
+  const allIds = new Set(coco.images.map((im) => im.id));
+  if (limit !== undefined && limit < coco.images.length) {
+    const images = coco.images.slice(0, limit);
+    const kept = new Set(images.map((im) => im.id));
+    // Annotations of a missing image stay, so the check below still names them.
+    coco = { ...coco, images, annotations: coco.annotations.filter((a) => kept.has(a.image_id) || !allIds.has(a.image_id)) };
+  }
   const { width, height } = coco.images[0]!;
   const count = coco.images.length;
   const pixels = new Uint8Array(count * height * width * 3);

@@ -3,6 +3,7 @@
 // exp(cos / T), and a majority vote of the k = 20 nearest, from one search.
 import { z } from 'zod';
 import { knnEvaluate } from '../knn.js';
+import { singleLabel } from '../feature_input.js';
 import { accuracyTable, defineProtocol } from '../protocol.js';
 
 export const KnnOptions = z
@@ -20,7 +21,7 @@ export const knnProtocol = defineProtocol({
   input: 'features',
   async run(input, o) {
     if (input.kind !== 'features') throw new Error('knn: needs features');
-    const { train, test, dim, numClasses } = input.features;
+    const { train, test, dim, numClasses } = singleLabel(input.features, 'knn');
     const r = knnEvaluate(train.features, train.labels, test.features, test.labels, dim, {
       numClasses,
       weightedK: o.k,

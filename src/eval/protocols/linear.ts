@@ -3,6 +3,7 @@
 // the training split and scored on the test split.
 import { z } from 'zod';
 import { trainLinearProbe } from '../linear_probe.js';
+import { singleLabel } from '../feature_input.js';
 import { accuracyTable, defineProtocol } from '../protocol.js';
 
 export const LinearOptions = z
@@ -21,7 +22,7 @@ export const linearProtocol = defineProtocol({
   input: 'features',
   async run(input, o, log) {
     if (input.kind !== 'features') throw new Error('linear: needs features');
-    const { train, test, dim, numClasses } = input.features;
+    const { train, test, dim, numClasses } = singleLabel(input.features, 'linear');
     const r = trainLinearProbe(train, test, dim, {
       numClasses,
       epochs: o.epochs,

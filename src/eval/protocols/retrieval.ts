@@ -7,7 +7,7 @@
 // definitions, the tie rule and the blocking are in ../retrieval.ts.
 import { z } from 'zod';
 import { defineProtocol, type EvalReport } from '../protocol.js';
-import type { FeatureSplits } from '../feature_input.js';
+import { singleLabel, type FeatureSplits } from '../feature_input.js';
 import { RECALL_KS, retrievalEvaluate } from '../retrieval.js';
 
 // No options: the recall cut-offs stay fixed so that reports compare, and the
@@ -35,7 +35,7 @@ export const retrievalProtocol = defineProtocol({
   input: 'features',
   async run(input, _o, log) {
     if (input.kind !== 'features') throw new Error('retrieval: needs features');
-    const f = input.features;
+    const f = singleLabel(input.features, 'retrieval');
     checkSplits(f);
     const r = retrievalEvaluate(f.train.features, f.train.labels, f.test.features, f.test.labels, f.dim, { log });
     if (r.skipped > 0) log(`retrieval: ${r.skipped} of ${r.queries} queries have no relevant database image and are skipped`);

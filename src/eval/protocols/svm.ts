@@ -4,17 +4,25 @@
 // L2-loss linear SVM (liblinear's dual coordinate descent, Hsieh et al. 2008;
 // eval/svm.ts) with class weights {+1: 2, -1: 1}, the cost chosen per class by
 // 3-fold cross-validated AP over svm_tools' costs, refit on the whole training
-// split, and scored on the test split by AP. The labels here are single-label
-// (FeatureSplits holds one class per image), so top-1 accuracy, the argmax of
-// the per-class decision values, is reported too. Multi-label data (VOC's
-// several objects per image) cannot be expressed by FeatureSplits and is not
-// supported; the solver and the AP code are per class and would serve it.
+// split, and scored on the test split by AP; mAP is the mean test AP over the
+// classes with a test positive.
+//
+// Labels come two ways. Single-label (a data set with one class per image):
+// class k's positives are the images labelled k, and top-1 accuracy, the
+// argmax of the per-class decision values, is reported too. Multi-label
+// (`--scenes DIR`: FeatureSplits' multi-hot rows, the COCO categories present
+// in each scene), VOC07 as svm_tools runs it: class k's positives are the
+// images containing k, every other image a negative; svm_tools ignores VOC's
+// 'difficult' images (label 0) in training and test, and scenes have none, so
+// nothing is ignored here. There is no top-1 then (an image has several
+// classes); the metrics are mAP and cvMAP either way.
 //
 // DetCo's "every stage" table (an SVM on res2..res5) is this protocol run once
 // per `--stage`: each stage is its own feature extraction (cached per stage)
 // and its own report.
 import { z } from 'zod';
 import { Rng } from '../../core/random.js';
+import { isMultiLabel, type FeatureSplits, type SplitFeatures } from '../feature_input.js';
 import { defineProtocol } from '../protocol.js';
 import { decisionValues, interpolatedAveragePrecision, l2NormalizeRows, searchCost, SVM_DEFAULTS, SVM_TOOLS_COSTS, trainBinarySvm } from '../svm.js';
 
@@ -35,6 +43,25 @@ export const SvmProtocolOptions = z
   })
   .strict();
 
+/** Each side's features against its rows, and its labels: classes in range, or multi-hot 0/1 rows of numClasses. */
+function checkLabels(f: FeatureSplits, multi: boolean): void {
+  const { dim, numClasses } = f;
+  for (const [name, set] of [['train', f.train], ['test', f.test]] as const) {
+    const n = set.labels.length;
+    if (set.features.length !== n * dim) throw new Error(`svm: ${name}.features has ${set.features.length} values, not ${n} labels x dim ${dim}`);
+    if (multi) {
+      const m = set.multiLabels;
+      if (!m) throw new Error(`svm: ${name}.multiLabels is missing; multi-label splits need it on both sides`);
+      if (m.length !== n * numClasses) throw new Error(`svm: ${name}.multiLabels has ${m.length} values, not ${n} images x ${numClasses} classes`);
+      const bad = m.findIndex((v) => v > 1);
+      if (bad >= 0) throw new Error(`svm: ${name}.multiLabels[${bad}] = ${m[bad]}; multi-hot rows hold 0 or 1`);
+      continue;
+    }
+    const bad = set.labels.findIndex((l) => !(l >= 0 && l < numClasses));
+    if (bad >= 0) throw new Error(`svm: ${name}.labels[${bad}] = ${set.labels[bad]} is outside 0..${numClasses - 1}`);
+  }
+}
+
 function formatCost(c: number): string {
   const k = Math.log2(c);
   return Number.isInteger(k) && k < -3 ? `2^${k}` : String(c);
@@ -42,33 +69,37 @@ function formatCost(c: number): string {
 
 export const svmProtocol = defineProtocol({
   name: 'svm',
-  description: "one-vs-rest linear SVMs on L2-normalised features, cost per class by 3-fold CV AP (svm_tools' VOC07 protocol); mAP and top-1",
+  description: "one-vs-rest linear SVMs on L2-normalised features, cost per class by 3-fold CV AP (svm_tools' VOC07 protocol); mAP, and top-1 unless multi-label (--scenes)",
   options: SvmProtocolOptions,
   input: 'features',
   async run(input, o, log) {
     if (input.kind !== 'features') throw new Error('svm: needs features');
-    const { train, test, dim, numClasses } = input.features;
-    for (const [name, set] of [['train', train], ['test', test]] as const) {
-      const n = set.labels.length;
-      if (set.features.length !== n * dim) throw new Error(`svm: ${name}.features has ${set.features.length} values, not ${n} labels x dim ${dim}`);
-      const bad = set.labels.findIndex((l) => !(l >= 0 && l < numClasses));
-      if (bad >= 0) throw new Error(`svm: ${name}.labels[${bad}] = ${set.labels[bad]} is outside 0..${numClasses - 1}`);
-    }
+    const f = input.features;
+    const { train, test, dim, numClasses } = f;
+    const multi = isMultiLabel(f);
+    checkLabels(f, multi);
     const xTrain = l2NormalizeRows(train.features, dim);
     const xTest = l2NormalizeRows(test.features, dim);
     const nTest = test.labels.length;
     const scores = new Float64Array(nTest * numClasses);
     const svm = { positiveWeight: o.positiveWeight, tolerance: o.tolerance, maxIterations: o.maxIterations };
-    const perClass: Array<{ class: number; cost: number; cvAP: number; testAP: number; positives: number; testPositives: number }> = [];
+    const perClass: Array<{ class: number; name?: string; cost: number; cvAP: number; testAP: number; positives: number; testPositives: number }> = [];
+    const has = (side: SplitFeatures, k: number): ((i: number) => boolean) =>
+      multi ? (i) => side.multiLabels![i * numClasses + k] === 1 : (i) => side.labels[i] === k;
+    const className = (k: number) => (f.classNames?.[k] !== undefined ? `${k} (${f.classNames[k]})` : String(k));
     const cvMatrix: number[][] = [];
     let unconverged = 0;
     const root = Rng.seeded(o.seed);
     for (let k = 0; k < numClasses; k++) {
       const t0 = performance.now();
-      const labels = Int8Array.from(train.labels, (l) => (l === k ? 1 : -1));
+      const trainHas = has(train, k);
+      const labels = Int8Array.from({ length: train.labels.length }, (_, i) => (trainHas(i) ? 1 : -1));
       const positives = labels.reduce((s, v) => s + (v === 1 ? 1 : 0), 0);
       if (positives < o.folds || train.labels.length - positives < o.folds) {
-        throw new Error(`svm: class ${k} has ${positives} of ${train.labels.length} training images; each side of one-vs-rest needs at least folds (${o.folds})`);
+        throw new Error(
+          `svm: class ${className(k)} has ${positives} of ${train.labels.length} training images; each side of one-vs-rest needs at least folds (${o.folds})` +
+            (multi ? ': use more scenes (--limit) or fewer --folds' : ''),
+        );
       }
       const problem = { features: xTrain, dim, labels };
       const classRng = root.split(k);
@@ -84,17 +115,17 @@ export const svmProtocol = defineProtocol({
       unconverged += search.unconverged + (model.converged ? 0 : 1);
       const s = decisionValues(model, xTest);
       for (let i = 0; i < nTest; i++) scores[i * numClasses + k] = s[i]!;
-      const isK = Array.from(test.labels, (l) => l === k);
+      const isK = Array.from({ length: nTest }, (_, i) => has(test, k)(i));
       const testPositives = isK.filter(Boolean).length;
       const testAP = interpolatedAveragePrecision(s, isK);
       cvMatrix.push(search.cvAP.map((v) => 100 * v));
-      perClass.push({ class: k, cost, cvAP: 100 * search.cvAP[search.best]!, testAP: 100 * testAP, positives, testPositives });
+      perClass.push({ class: k, ...(f.classNames?.[k] !== undefined ? { name: f.classNames[k] } : {}), cost, cvAP: 100 * search.cvAP[search.best]!, testAP: 100 * testAP, positives, testPositives });
       const secs = ((performance.now() - t0) / 1000).toFixed(1);
       log(`svm class ${k + 1}/${numClasses}: chose cost ${formatCost(cost)}, CV AP ${(100 * search.cvAP[search.best]!).toFixed(2)}, test AP ${testPositives ? (100 * testAP).toFixed(2) : 'n/a (no positives)'} (${secs} s)`);
     }
     if (unconverged) log(`svm: ${unconverged} solves stopped at maxIterations ${o.maxIterations} before the tolerance held`);
     let correct = 0;
-    for (let i = 0; i < nTest; i++) {
+    for (let i = 0; i < nTest && !multi; i++) {
       let best = 0;
       for (let k = 1; k < numClasses; k++) if (scores[i * numClasses + k]! > scores[i * numClasses + best]!) best = k;
       if (best === test.labels[i]) correct++;
@@ -105,10 +136,13 @@ export const svmProtocol = defineProtocol({
     return {
       metrics: {
         mAP: scored.length ? mean(scored.map((c) => c.testAP)) : Number.NaN,
-        top1: nTest ? (100 * correct) / nTest : Number.NaN,
+        ...(multi ? {} : { top1: nTest ? (100 * correct) / nTest : Number.NaN }),
         cvMAP: mean(perClass.map((c) => c.cvAP)),
       },
       details: {
+        labels: multi
+          ? "multi-label: a class's positives are the images containing it, every other image a negative (none ignored); no top-1"
+          : "single-label: a class's positives are the images labelled with it; top-1 is the argmax of the decision values",
         perClass: perClass.map((c) => (c.testPositives ? c : { ...c, testAP: null })),
         costs: o.costs,
         cvAP: cvMatrix,
@@ -119,13 +153,17 @@ export const svmProtocol = defineProtocol({
   },
   format(report) {
     const { metrics: m, data, details } = report;
-    const rows = (details?.perClass ?? []) as Array<{ class: number; cost: number; cvAP: number; testAP: number | null }>;
-    const lines = rows.map((c) => `${String(c.class).padStart(5)}  ${formatCost(c.cost).padStart(8)}  ${c.cvAP.toFixed(2).padStart(6)}  ${c.testAP === null ? '    n/a' : c.testAP.toFixed(2).padStart(7)}`);
+    const rows = (details?.perClass ?? []) as Array<{ class: number; name?: string; cost: number; cvAP: number; testAP: number | null }>;
+    const multi = typeof details?.labels === 'string' && details.labels.startsWith('multi-label');
+    const names = rows.map((c) => (c.name === undefined ? '' : `  ${c.name}`));
+    const lines = rows.map(
+      (c, i) => `${String(c.class).padStart(5)}  ${formatCost(c.cost).padStart(8)}  ${c.cvAP.toFixed(2).padStart(6)}  ${c.testAP === null ? '    n/a' : c.testAP.toFixed(2).padStart(7)}${names[i]}`,
+    );
     return [
-      `linear SVMs on ${data.stage} (${data.dim}-d), ${data.trainImages} train -> ${data.testImages} test images`,
-      'class      cost   CV AP  test AP',
+      `${multi ? 'multi-label ' : ''}linear SVMs on ${data.stage} (${data.dim}-d), ${data.trainImages} train -> ${data.testImages} test images${multi ? ` (${data.name})` : ''}`,
+      `class      cost   CV AP  test AP${names.some(Boolean) ? '  name' : ''}`,
       ...lines,
-      `mAP ${m.mAP!.toFixed(2)}   top-1 ${m.top1!.toFixed(2)}`,
+      multi ? `mAP ${m.mAP!.toFixed(2)}   (multi-label: no top-1)` : `mAP ${m.mAP!.toFixed(2)}   top-1 ${m.top1!.toFixed(2)}`,
       '',
     ].join('\n');
   },

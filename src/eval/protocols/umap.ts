@@ -17,7 +17,7 @@
 import { dirname, join, relative } from 'node:path';
 import { z } from 'zod';
 import { FASHION_MNIST_CLASSES } from '../../data/fashion_mnist.js';
-import { prepareFeatures } from '../feature_input.js';
+import { prepareFeatures, singleLabel } from '../feature_input.js';
 import { FEATURE_STAGES } from '../features.js';
 import { l2NormalizeRows } from '../knn.js';
 import { defineProtocol, type EvalReport } from '../protocol.js';
@@ -49,7 +49,10 @@ export const umapProtocol = defineProtocol({
   async run(input, o, log) {
     if (input.kind !== 'backbone') throw new Error('umap: needs a backbone');
     const { loaded } = input;
-    const splits = await prepareFeatures(loaded, { stage: o.stage, limit: 1, testLimit: o.points, testFraction: 0.2, batchSize: o.batchSize, cache: true }, log);
+    const splits = singleLabel(
+      await prepareFeatures(loaded, { stage: o.stage, limit: 1, testLimit: o.points, testFraction: 0.2, batchSize: o.batchSize, cache: true }, log),
+      'umap',
+    );
     const { test, dim } = splits;
     const n = test.labels.length;
     if (n <= Math.max(o.neighbors, 2 * TRUSTWORTHINESS_K, UMAP_KNN_K)) {
