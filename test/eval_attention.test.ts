@@ -199,7 +199,7 @@ async function writeScenes(dir: string, count: number): Promise<number[]> {
   const areas: number[] = [];
   await Promise.all(
     Array.from({ length: count }, async (_, k) => {
-      const side = 8 + 8 * k;
+      const side = 8 + 8 * (k % 3);
       const mask = new Uint8Array(32 * 32);
       const rgb = new Uint8Array(32 * 32 * 3).fill(40);
       for (let y = 4; y < 4 + side; y++) {
@@ -277,6 +277,27 @@ describe('attention protocol', () => {
       assert.deepEqual([meta.width, meta.height], [2 * 2 * 32, 2 * 2 * 32]);
       assert.match(result.data!.name!, /scenes .* \(val\)/);
       assert.match(attentionProtocol.format({ ...result, protocol: 'attention', checkpoint: loaded.checkpoint, data: { trainImages: 0, testImages: 2, ...result.data, name: 'x' }, options: {}, artifacts: result.artifacts ?? {}, backend: 'native', createdAt: '', seconds: 0 }), /energy on objects/);
+    } finally {
+      loaded.backbone.dispose();
+    }
+  });
+
+  test('scenes with --measure: the share over more scenes than the grid shows, the per-scene shares the same whichever number the grid shows', async () => {
+    const dir = join(tmp, 'scenes-40');
+    const areas = await writeScenes(dir, 40);
+    const loaded = loadedBackbone(3);
+    try {
+      const measured = await attentionProtocol.run(backboneInput(loaded, join(tmp, 'm-run', 'eval', 'a')), AttentionOptions.parse({ images: 2, measure: 40, scenes: dir }), quiet);
+      const shown = await attentionProtocol.run(backboneInput(loaded, null), AttentionOptions.parse({ images: 40, scenes: dir }), quiet);
+      assert.equal(measured.metrics.images, 40);
+      assert.ok(Math.abs(measured.metrics.areaShare! - (100 * areas.reduce((a, b) => a + b, 0)) / 40) < 1e-9);
+      const shares = (r: typeof measured) => (r.details!.columns as Array<{ energyShare: Array<number | null> }>)[0]!.energyShare;
+      assert.equal(shares(measured).length, 40);
+      assert.deepEqual(shares(measured), shares(shown), 'the same per-scene shares, whichever number is shown');
+      assert.deepEqual((measured.details!.grid as { rows: number }).rows, 2);
+      const meta = await sharp(join(tmp, 'm-run', 'eval', measured.artifacts!.grid!)).metadata();
+      assert.deepEqual([meta.width, meta.height], [2 * 32, 2 * 32], 'two rows of image + map');
+      await assert.rejects(attentionProtocol.run(backboneInput(loaded, null), AttentionOptions.parse({ measure: 4 }), quiet), /--measure needs --scenes/);
     } finally {
       loaded.backbone.dispose();
     }

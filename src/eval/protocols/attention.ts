@@ -44,6 +44,12 @@ export const AttentionOptions = z
       .min(1)
       .optional()
       .describe("a scene folder (`selfsup data scenes --out DIR`): its val scenes, and the energy share on the objects (default: the run's test images)"),
+    measure: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('scenes: how many val scenes the energy share is averaged over (default --images); the grid still shows the first --images'),
     compare: CheckpointList.optional().describe('more checkpoints or run folders, comma-separated: one more column each, after --checkpoint'),
     alpha: z.number().min(0).max(1).default(0.5).describe('opacity of the coloured map over the image'),
     scale: z.number().int().min(1).max(16).default(1).describe('enlarge the PNG grid this many times (nearest neighbour)'),
@@ -90,6 +96,22 @@ async function runImages(loaded: LoadedBackbone, n: number): Promise<AttentionIm
   return { name: `${dataset.name} ${test ? 'test' : 'train (no test split)'}`, count, height: size, width: size, channels: set.channels, pixels, masks: null };
 }
 
+/** Energy maps of many images, a batch at a time, so a few hundred scenes fit in memory. */
+async function batchedEnergy(backbone: LoadedBackbone['backbone'], x: Float32Array, shape: [number, number, number, number], stage: string) {
+  const [n, height, width, channels] = shape;
+  const per = height * width * channels;
+  const energy = new Float32Array(n * height * width);
+  let mapSize: [number, number] = [0, 0];
+  for (let start = 0; start < n; start += ENERGY_BATCH) {
+    const m = Math.min(ENERGY_BATCH, n - start);
+    const part = await attentionEnergy(backbone, x.subarray(start * per, (start + m) * per), [m, height, width, channels], stage);
+    energy.set(part.energy, start * height * width);
+    mapSize = part.mapSize;
+  }
+  return { energy, mapSize };
+}
+const ENERGY_BATCH = 32;
+
 interface Column {
   checkpoint: string;
   method: string;
@@ -125,20 +147,22 @@ export const attentionProtocol = defineProtocol({
           );
         }
       }
-      const images = o.scenes ? await sceneImages(o.scenes, o.images) : await runImages(loaded, o.images);
+      if (o.measure !== undefined && !o.scenes) throw new Error('attention: --measure needs --scenes (the energy share is measured on the scenes\' object masks)');
+      const images = o.scenes ? await sceneImages(o.scenes, Math.max(o.images, o.measure ?? 0)) : await runImages(loaded, o.images);
       const { count, height, width, channels } = images;
+      const shownRows = Math.min(count, o.images);
       const pixels = height * width;
       log(`attention: ${stage} energy of ${count} images (${images.name}), ${1 + compared.length} checkpoint(s)`);
 
-      const shown = toRgbBytes(images.pixels, pixels, channels);
-      const cells: Uint8Array[][] = Array.from({ length: count }, (_, r) => [shown.slice(r * pixels * 3, (r + 1) * pixels * 3)]);
+      const shown = toRgbBytes(images.pixels.subarray(0, shownRows * pixels * channels), pixels, channels);
+      const cells: Uint8Array[][] = Array.from({ length: shownRows }, (_, r) => [shown.slice(r * pixels * 3, (r + 1) * pixels * 3)]);
       const columns: Column[] = [];
       for (const model of [loaded, ...compared]) {
         const inChannels = model.data.channels;
         const x = networkInput(images.pixels, pixels, channels, inChannels);
-        const { energy, mapSize } = await attentionEnergy(model.backbone, x, [count, height, width, inChannels], stage);
-        const unit = normalizePerImage(energy, pixels);
-        for (let r = 0; r < count; r++) {
+        const { energy, mapSize } = await batchedEnergy(model.backbone, x, [count, height, width, inChannels], stage);
+        const unit = normalizePerImage(energy.subarray(0, shownRows * pixels), pixels);
+        for (let r = 0; r < shownRows; r++) {
           cells[r]!.push(blendOverlay(cells[r]![0]!, unit.subarray(r * pixels, (r + 1) * pixels), o.alpha));
         }
         const column: Column = {
@@ -194,7 +218,7 @@ export const attentionProtocol = defineProtocol({
           upsampling: UPSAMPLING,
           colormap: 'viridis, each map scaled to [0, 1] by its own minimum and maximum',
           alpha: o.alpha,
-          grid: { rows: count, columns: 1 + columns.length, cell: [height, width], scale: o.scale, firstColumn: 'the image' },
+          grid: { rows: shownRows, columns: 1 + columns.length, cell: [height, width], scale: o.scale, firstColumn: 'the image' },
           columns,
         },
         artifacts,
