@@ -10,9 +10,14 @@ mkdir -p "$stamps"
 say() { printf '\033[1mselfsup setup:\033[0m %s\n' "$*" >&2; }
 
 # Debian packages. libdnnl-dev is the native backend's only hard requirement;
-# the data sets and clip-art packages feed the data layer and its tests.
+# the data sets and clip-art packages feed the data layer and its tests;
+# chromium opens the HTML report in its browser test (test/app_report.test.ts).
+# Ubuntu's apt has no real chromium (a snap stub), so there it is skipped with
+# a warning and only that test fails, saying so.
 apt_packages=(libdnnl-dev g++ make python3 dataset-fashion-mnist
   tuxpaint-stamps-default openclipart-png gnome-backgrounds)
+if ! grep -qs '^ID=ubuntu' /etc/os-release; then apt_packages+=(chromium)
+elif [ ! -x /usr/bin/chromium ]; then say "warning: Ubuntu's apt has no real chromium: the report's browser test will fail until /usr/bin/chromium exists"; fi
 if [ -n "${SELFSUP_EXTRA_APT:-}" ]; then read -r -a extra <<<"$SELFSUP_EXTRA_APT"; apt_packages+=("${extra[@]}"); fi
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -1,7 +1,8 @@
 // The demo `npm run demo` runs after setup: pretrain a method on
 // Fashion-MNIST for a short schedule, evaluate its backbone with kNN and a
 // linear probe against the same network at random initialisation, and print
-// a summary. DetCo, the headline method, by default.
+// a summary; the run gets its HTML report (app/report.ts). DetCo, the headline
+// method, by default.
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nativeAddon } from '../backend/native_addon.js';
@@ -12,6 +13,7 @@ import { train } from '../train/trainer.js';
 import { writeObjectImages } from '../data/objects.js';
 import { writeScenes } from '../data/scenes.js';
 import { evaluate } from './evaluate.js';
+import { writeReport } from './report.js';
 
 /** Short schedules that take a few minutes on 2 cores. */
 const SCHEDULES: Record<string, { limit: number; width: number; epochs: number; batchSize: number }> = {
@@ -66,7 +68,8 @@ export async function runDemo({ method, out, transfer = false, log = (line) => v
     `${'backbone'.padEnd(24)} ${'kNN k=200'.padStart(9)} ${'k=20'.padStart(8)} ${'linear'.padStart(8)}\n` +
     `${row(`${method} (trained)`, knn.top1!, knn.majorityTop1!, linear.top1!)}\n` +
     `${row('random initialisation', knnInit.top1!, knnInit.majorityTop1!, linearInit.top1!)}\n` +
-    `run folder: ${trained.outDir}\n`
+    `run folder: ${trained.outDir}\n` +
+    `report: ${await writeReport([trained.outDir])}\n`
   );
 }
 
@@ -115,7 +118,8 @@ async function demoTransfer(method: string, out: string, log: (line: string) => 
     `${'backbone'.padEnd(24)} ${['AP', 'AP50', 'AP75', 'APmask'].map((h) => h.padStart(7)).join(' ')}\n` +
     `${row(`${method} (pretrained)`, trainedAp)}\n` +
     `${row('random initialisation', initAp)}\n` +
-    `run folder: ${trained.outDir}\n`
+    `run folder: ${trained.outDir}\n` +
+    `report: ${await writeReport([trained.outDir])}\n`
   );
 }
 

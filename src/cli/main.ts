@@ -7,6 +7,7 @@ import { registerDataCommand } from './data.js';
 import { registerDemoCommand } from './demo.js';
 import { registerEvalCommand } from './eval.js';
 import { registerPretrainCommand } from './pretrain.js';
+import { registerReportCommand } from './report.js';
 
 const program = new Command()
   .name('selfsup')
@@ -19,6 +20,7 @@ registerDataCommand(program);
 registerDemoCommand(program);
 registerEvalCommand(program);
 registerPretrainCommand(program);
+registerReportCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`selfsup: ${err instanceof Error ? err.message : String(err)}\n`);
