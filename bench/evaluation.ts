@@ -102,7 +102,7 @@ function measurements(f: Flags, rows: Row[]): Measurement[] {
     for (const stage of STAGES) {
       out.push({ row, family: 'fashion-mnist', what: `svm-${stage}`, protocol: 'svm', options: {}, input: { stage, limit: f.svmTrain, testLimit: f.svmTest } });
     }
-    out.push({ row, family: 'fashion-mnist', what: 'retrieval', protocol: 'retrieval', options: {}, input: { stage: 'res5' } });
+    out.push({ row, family: 'fashion-mnist', what: 'retrieval', protocol: 'retrieval', options: {}, input: { stage: 'res5', limit: 20000 } });
     if (row.name === 'detco') out.push({ row, family: 'fashion-mnist', what: 'similarity', protocol: 'similarity', options: {}, input: {} });
     for (const stage of STAGES) {
       out.push({ row, family: 'scenes', what: `scene-svm-${stage}`, protocol: 'svm', options: {}, input: { stage, scenes: f.scenes } });
