@@ -1,9 +1,11 @@
 // The one dependency direction of docs/architecture.md, checked in CI
 // (`npm run lint:deps`): a layer imports only from the layers below it.
-// data and losses are peers and import neither each other nor anything
-// above nn. bench/ and test/ sit on top and may import any layer, except that
-// nothing outside src/cli/ imports the CLI.
-const LAYERS = [['core'], ['backend'], ['nn'], ['data', 'losses'], ['methods'], ['io'], ['eval'], ['train'], ['detect'], ['app'], ['cli']];
+// dist (the scale-out collectives) needs only core and sits low, so that
+// losses, methods (key queues, memory banks) and train can use it. data and
+// losses are peers and import neither each other nor anything above nn.
+// bench/ and test/ sit on top and may import any layer, except that nothing
+// outside src/cli/ imports the CLI.
+const LAYERS = [['core'], ['backend'], ['dist'], ['nn'], ['data', 'losses'], ['methods'], ['io'], ['eval'], ['train'], ['detect'], ['app'], ['cli']];
 
 const folders = (names) => `^src/(${names.join('|')})/`;
 

@@ -1,13 +1,15 @@
 // `selfsup pretrain`: builds the run configuration from a YAML file and the
 // flags given, validates it, and hands it to the trainer. Ctrl-C / SIGTERM
 // ask the trainer to stop, which writes a checkpoint first; a second Ctrl-C
-// exits at once.
+// exits at once. Started by mpirun (or srun, or an MPIJob), every rank runs
+// this same command and trains data-parallel; rank 0 prints.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { LAST_CHECKPOINT, readCheckpoint } from '../io/checkpoint.js';
 import { methodNames, methodSpec } from '../methods/registry.js';
 import { ARCHS, STEMS } from '../nn/backbone.js';
+import { closeWorld, worldCommunicator } from '../dist/communicator.js';
 import { BACKENDS, type RunConfig } from '../train/config.js';
 import type { TrainOptions, TrainResult } from '../train/trainer.js';
 import { CONFIG_FLAGS, readConfigFile, resolveRunConfig, type ConfigFlag } from './config_loader.js';
@@ -74,7 +76,7 @@ export function registerPretrainCommand(program: Command): void {
     .option('--width <n>', `channels of the stem and res2; 64 = torchvision (default: ${d.model.width})`, positiveInt)
     .addOption(new Option('--stem <kind>', `backbone stem (default: ${d.model.stem})`).choices([...STEMS]))
     .option('--epochs <n>', `epochs (default: ${d.epochs})`, positiveInt)
-    .option('--batch-size <n>', `images per step (default: ${d.batchSize})`, positiveInt)
+    .option('--batch-size <n>', `images per step, over all ranks under mpirun (default: ${d.batchSize})`, positiveInt)
     .addOption(new Option('--optimizer <name>', `optimizer (default: ${d.optimizer.name})`).choices(['sgd', 'lars', 'adamw']))
     .option('--lr <x>', `peak learning rate (default: ${d.optimizer.lr}; with SGD, ${recipeRates()})`, positiveNumber)
     .option('--weight-decay <x>', `weight decay (default: ${d.optimizer.weightDecay})`, nonNegativeNumber)
@@ -102,17 +104,25 @@ A run file (YAML) holds any key of the run configuration, for example:
   optimizer: { name: sgd, lr: 0.06, weightDecay: 0.0005 }
   schedule: { name: cosine, warmupEpochs: 1 }
 
-Ctrl-C stops after writing a checkpoint; --resume continues from it.`,
+Ctrl-C stops after writing a checkpoint; --resume continues from it.
+
+Data-parallel on N processes (Open MPI; --batch-size stays the global batch):
+  $ mpirun -np 2 selfsup pretrain --method mocov2 --batch-size 256 --out runs/moco2`,
     )
     .action(async (opts: PretrainFlags) => {
       const config = pretrainConfig(opts);
       const train = await loadTrain();
+      // One process unless an MPI launcher started this one; then rank 0 speaks for the job.
+      const comm = worldCommunicator();
       // The trainer owns Ctrl-C/SIGTERM: a checkpoint, then a clean stop.
       const result = await train(config, {
         resume: Boolean(opts.resume),
         log: (line) => process.stderr.write(`${line}\n`),
         quiet: Boolean(opts.quiet),
+        comm,
       });
+      await closeWorld();
+      if (comm.rank !== 0) return;
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(result)}\n`);
       } else {

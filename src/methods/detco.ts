@@ -23,7 +23,7 @@ import { Method, defineMethod, type LossOutput, type MethodContext, type StepCon
 import { MOCO_V2_TEMPERATURE, MoCoOptions } from './moco.js';
 import { EmaPair } from './parts/ema.js';
 import { ProjectionHead } from './parts/heads.js';
-import { KeyQueue } from './parts/queue.js';
+import { KeyQueue, commitQueues } from './parts/queue.js';
 import { shuffledForward, useSplitBatchNorm } from './parts/split_bn.js';
 
 export const STAGES = ['res2', 'res3', 'res4', 'res5'] as const;
@@ -165,7 +165,8 @@ export class DetCo extends Method {
 
   override afterStep(): void {
     for (const pair of this.momentumPairs) pair.update(this.o.momentum);
-    for (const queue of [...Object.values(this.globalQueues), ...Object.values(this.localQueues)]) queue.commit();
+    // One all-gather for all eight queues when data-parallel.
+    commitQueues([...Object.values(this.globalQueues), ...Object.values(this.localQueues)], this.comm);
   }
 }
 

@@ -7,6 +7,7 @@
 import type { z } from 'zod';
 import type { NamedTensorMap, Scalar, Tensor, Tensor1D, Tensor4D } from '@tensorflow/tfjs-core';
 import type { PipelineSpec, RecipeOptions } from '../data/index.js';
+import { SingleCommunicator, type Communicator } from '../dist/communicator.js';
 import { Module } from '../nn/module.js';
 import type { ResNet } from '../nn/resnet.js';
 
@@ -35,8 +36,26 @@ export interface LossOutput {
   terms: Record<string, Scalar>;
 }
 
+/** Parts of a method that exchange data between ranks (key queues, memory banks) implement this. */
+export interface UsesCommunicator {
+  useCommunicator(comm: Communicator): void;
+}
+
+/**
+ * Methods whose cross-rank parts are not written yet, and what each lacks
+ * (issue #24). Data-parallel training refuses them rather than silently
+ * training something other than the method.
+ */
+const NOT_DATA_PARALLEL: Record<string, string> = {
+  swav: 'its Sinkhorn-Knopp normalisation would run per rank; the reference all-reduces it over the global batch, not written yet',
+  barlow: 'its cross-correlation matrix would be per rank; the reference all-reduces it, not written yet',
+  deepcluster: "its clustering reads BN running statistics, which are kept per rank (rank 0's are saved); syncing them before each clustering is not written yet",
+};
+
 export abstract class Method extends Module {
   abstract readonly name: string;
+  /** The ranks this method trains with; single until the trainer says otherwise. */
+  protected comm: Communicator = new SingleCommunicator();
   /** The encoder evaluation reads features from. */
   abstract readonly backbone: ResNet;
   /** The views the loader must produce for this method. */
@@ -86,6 +105,29 @@ export abstract class Method extends Module {
   /** After the optimizer step: EMA updates, queue enqueues. */
   afterStep(ctx: StepContext): void {
     void ctx;
+  }
+
+  /**
+   * Trains with `comm`'s ranks from now on: every part that exchanges data
+   * between ranks (key queues, memory banks) is told, so a method whose
+   * state is parameters, BN statistics, EMA twins and such parts needs
+   * nothing else. Called once, by the trainer, before the first step.
+   */
+  useCommunicator(comm: Communicator): void {
+    this.comm = comm;
+    for (const [, m] of this.namedModules()) {
+      if (m !== this && typeof (m as Partial<UsesCommunicator>).useCommunicator === 'function') (m as unknown as UsesCommunicator).useCommunicator(comm);
+    }
+  }
+
+  /**
+   * Why this method cannot train on several ranks yet, or null. Every rank
+   * computes its loss on its own shard, so a method is fine when its loss is
+   * a mean over samples and its cross-sample state lives in parts that
+   * gather across ranks; one that needs the global batch inside the loss is not.
+   */
+  dataParallelIssue(): string | null {
+    return NOT_DATA_PARALLEL[this.name] ?? null;
   }
 }
 

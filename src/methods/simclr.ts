@@ -9,6 +9,9 @@
 // both (the paper's global BN, on one process). LARS is the paper's optimizer
 // for large batches: choose it with `optimizer: { name: lars }` in the run
 // config (it is the config's choice, not the method's).
+// Data-parallel: each rank's anchors take their negatives from every rank's
+// projections (an all-gather with a gradient, nt_xent_ranks.ts), so the
+// negatives are the global batch's, as on one process; BN stays per rank.
 // Small-data defaults: T = 0.5 and a 512-wide head, the paper's CIFAR-10
 // setting (appendix B.9) with a narrower hidden layer for narrow ResNets.
 import { Mulberry32 } from '../core/random.js';
@@ -16,7 +19,7 @@ import { z } from 'zod';
 import * as tf from '../core/tf.js';
 import type { Tensor2D } from '@tensorflow/tfjs-core';
 import { twoViewPipeline, type PipelineSpec, type RecipeOptions } from '../data/index.js';
-import { ntXent } from '../losses/nt_xent.js';
+import { ntXentAcrossRanks } from '../losses/nt_xent_ranks.js';
 import type { ResNet } from '../nn/resnet.js';
 import { Method, defineMethod, type LossOutput, type MethodContext, type TensorBatch } from './method.js';
 import { bothViews } from './parts/views.js';
@@ -60,7 +63,7 @@ export class SimCLR extends Method {
   loss(batch: TensorBatch): LossOutput {
     const x = bothViews(batch);
     const [z1, z2] = tf.split(this.projector.forward(this.backbone.features(x)), 2, 0) as [Tensor2D, Tensor2D];
-    const loss = ntXent(z1, z2, this.options.temperature);
+    const loss = ntXentAcrossRanks(this.comm, z1, z2, this.options.temperature);
     return { loss, terms: { ntXent: loss } };
   }
 }

@@ -176,6 +176,12 @@ export interface StandardCallbackOptions {
 export function standardCallbacks(run: Run, o: StandardCallbackOptions): TrainerCallback[] {
   const { config } = run;
   const callbacks: TrainerCallback[] = [new StopOnSignal(o.signal)];
+  if (run.comm.rank !== 0) {
+    // Rank 0 alone evaluates, logs and writes: the others hold the same weights, and
+    // their BN running statistics (read only by evaluation) are their own shard's.
+    if (o.onStep) callbacks.push({ onStepEnd: (_loop, line) => o.onStep!(line) });
+    return callbacks;
+  }
   let knn: OnlineKnnMonitor | null = null;
   if (config.onlineKnn.every > 0) {
     const test = loadTestSet(config.dataset, config.onlineKnn.testSamples);

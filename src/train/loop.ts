@@ -11,6 +11,14 @@
 // features at each epoch's start, and may choose the epoch's order. A resumed run takes the very same steps an
 // uninterrupted one would: every input of a step is either in the checkpoint
 // or a pure function of (seed, epoch, batch, step).
+//
+// Data-parallel (run.comm of several ranks): each rank trains on its share of
+// every global batch (shard.ts); the step's loss and terms are averaged
+// across ranks before anything reads them (so a non-finite loss stops every
+// rank at the same step) and the gradients before the method, clipping and
+// the optimizer see them, so every rank applies the same update. A stop
+// (Ctrl-C, abort) is agreed between ranks once per step: ranks that stopped
+// at different steps would leave a collective waiting.
 import * as tf from '../core/tf.js';
 import type { NamedTensorMap, Scalar, Tensor, Variable } from '@tensorflow/tfjs-core';
 import type { Batch, Loader } from '../data/index.js';
@@ -23,6 +31,9 @@ import { normalizedMutualInfo } from '../eval/nmi.js';
 import type { ClusteringMetrics, EpochMetrics, StepMetrics } from './metrics.js';
 import { clipGradNorm, namedParameters, type Optimizer } from './optimizers.js';
 import type { Run } from './setup.js';
+import type { Communicator } from '../dist/communicator.js';
+import { averageGradients } from '../dist/tensors.js';
+import { rankEpoch } from './shard.js';
 
 export interface TrainResult {
   outDir: string;
@@ -185,6 +196,7 @@ function trainStep(
   lr: number,
   gradClip: number | undefined,
   paramName: Map<string, string>,
+  comm: Communicator,
 ): StepOutcome {
   const tensors = toTensorBatch(batch);
   let terms: Record<string, Scalar> = {};
@@ -198,12 +210,23 @@ function trainStep(
       return out.loss;
     }, trainable);
     let used: NamedTensorMap = grads;
+    // The ranks' mean, when data-parallel; `grads` itself otherwise.
+    let averaged: NamedTensorMap = grads;
     const outcome: StepOutcome = { loss: Number.NaN, terms: {} };
     try {
       outcome.loss = value.dataSync()[0]!;
       for (const [name, t] of Object.entries(terms)) outcome.terms[name] = t.dataSync()[0]!;
+      if (comm.size > 1) {
+        // Every rank has the same terms (same method), in the same key order.
+        const names = Object.keys(outcome.terms);
+        const values = Float64Array.from([outcome.loss, ...names.map((n) => outcome.terms[n]!)]);
+        comm.allreduceF64(values, 'sum');
+        outcome.loss = values[0]! / comm.size;
+        names.forEach((n, i) => (outcome.terms[n] = values[i + 1]! / comm.size));
+      }
       if (!Number.isFinite(outcome.loss)) return outcome;
-      used = method.transformGradients(grads, ctx);
+      if (comm.size > 1) averaged = averageGradients(comm, grads, trainable.map((v) => v.name));
+      used = method.transformGradients(averaged, ctx);
       if (gradClip !== undefined) {
         outcome.terms.gradNorm = clipGradNorm(used, gradClip);
         if (!Number.isFinite(outcome.terms.gradNorm)) outcome.badGradient = `the gradient norm (${outcome.terms.gradNorm})`;
@@ -215,7 +238,7 @@ function trainStep(
       optimizer.step(used, lr);
     } finally {
       value.dispose();
-      tf.dispose([...new Set([...Object.values(grads), ...Object.values(used)])]);
+      tf.dispose([...new Set([...Object.values(grads), ...Object.values(averaged), ...Object.values(used)])]);
     }
     // Methods keep their state in buffers (Variable.assign), so a tidy loses nothing.
     tf.tidy(() => method.afterStep(ctx));
@@ -283,7 +306,7 @@ function epochSummary(loop: Loop, epoch: number, lr: number): EpochMetrics {
 
 /** Trains `run` to its last epoch (or a stop), telling `callbacks` as it goes. */
 export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log: (line: string) => void }): Promise<TrainResult> {
-  const { config, method, loader, optimizer, lrAt, stepsPerEpoch, totalSteps } = run;
+  const { config, method, loader, optimizer, lrAt, stepsPerEpoch, totalSteps, comm } = run;
   const loop = new Loop(run, log);
   const named = namedParameters(method);
   const trainable = named.map((p) => p.variable);
@@ -291,6 +314,15 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
   const each = async (hook: (cb: TrainerCallback) => void | Promise<void>) => {
     for (const cb of callbacks) await hook(cb);
   };
+  // One process reads its own stop request; ranks read the one they last agreed on.
+  let agreedStop = false;
+  const agreeStop = () => {
+    const any = Float64Array.of(loop.stopRequested ? 1 : 0);
+    comm.allreduceF64(any, 'max');
+    if (any[0]! > 0 && !loop.stopRequested) loop.requestStop('another rank stopped');
+    agreedStop = any[0]! > 0;
+  };
+  const stopNow = () => (comm.size > 1 ? agreedStop : loop.stopRequested !== null);
   try {
     await each((cb) => cb.onTrainStart?.(loop));
     log(
@@ -302,13 +334,21 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
     let stoppedEarly = false;
     method.train();
     if (method.warmUp && loop.position.step === 0) stoppedEarly = !(await warmUp(method, loader, log, () => loop.stopRequested !== null));
+    if (comm.size > 1) {
+      // A rank that stopped during its warm-up (which has no collectives) or before the first step takes the others with it.
+      loop.stopRequested ??= stoppedEarly ? 'stopped during the warm-up' : null;
+      agreeStop();
+      if (agreedStop && loop.position.step === 0 && method.warmUp) stoppedEarly = true;
+    }
     let tick = performance.now();
     outer: for (let epoch = stoppedEarly ? config.epochs : loop.position.epoch; epoch < config.epochs; epoch++) {
       const from = epoch === loop.position.epoch ? loop.position.batch : 0;
       if (method.recluster && from === 0) loop.accumulator = { ...loop.accumulator, clustering: await recluster(method, run, epoch, log) };
       tf.tidy(() => method.onEpochStart(epoch));
-      for await (const batch of loader.epoch(epoch, from, method.epochOrder?.(epoch, run.trainSet.count))) {
-        if (loop.stopRequested) {
+      const order = method.epochOrder?.(epoch, run.trainSet.count);
+      const batches = comm.size > 1 ? rankEpoch(loader, comm, epoch, from, order, config.batchSize, stepsPerEpoch) : loader.epoch(epoch, from, order);
+      for await (const batch of batches) {
+        if (stopNow()) {
           await each((cb) => cb.onStop?.(loop));
           stoppedEarly = true;
           break outer;
@@ -316,7 +356,7 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
         const step = loop.position.step;
         const ctx: StepContext = { step, epoch, totalSteps };
         const lr = lrAt(step);
-        const { loss, terms, badGradient } = trainStep(method, trainable, optimizer, batch, ctx, lr, config.optimizer.gradClip, paramName);
+        const { loss, terms, badGradient } = trainStep(method, trainable, optimizer, batch, ctx, lr, config.optimizer.gradClip, paramName, comm);
         const where = `step ${step} (epoch ${epoch + 1}, batch ${batch.index})`;
         if (!Number.isFinite(loss)) {
           const saved = loop.lastSaved;
@@ -331,7 +371,7 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
         const now = performance.now();
         const seconds = (now - tick) / 1000;
         tick = now;
-        const images = batch.indices.length;
+        const images = batch.indices.length * comm.size;
         lastLoss = loss;
         loop.position = { step: step + 1, epoch, batch: batch.index + 1 };
         const acc = loop.accumulator;
@@ -353,15 +393,18 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
         }
         // Signal handlers and abort listeners run here, between steps.
         await yieldToEventLoop();
+        if (comm.size > 1) agreeStop();
         const finished = loop.position.step === totalSteps;
         await each((cb) => cb.onStepSettled?.(loop, { epochEnded, finished }));
-        if (loop.stopRequested && !finished) {
+        if (stopNow() && !finished) {
           stoppedEarly = true;
           break outer;
         }
       }
     }
     await each((cb) => cb.onTrainEnd?.(loop));
+    // Rank 0 may still be writing the last checkpoint; nobody reports the run done before it is.
+    comm.barrier();
     return {
       outDir: run.outDir,
       steps: loop.position.step,

@@ -2,11 +2,17 @@
 // training set, the method (from the registry, with its options resolved and
 // recorded), the loader, the optimizer and the schedule, and, when resuming,
 // the state the last checkpoint holds. `fit` (loop.ts) then runs it.
+// Data-parallel (launched under MPI): every rank builds the same run, then
+// takes rank 0's weights, buffers and optimizer state, so all ranks start
+// from one state whatever their seeds or files; batchSize stays the global
+// batch, each rank loading its 1/size share of it (shard.ts).
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { useBackend } from '../backend/select.js';
 import { writeFileAtomic } from '../core/files.js';
+import { worldCommunicator, type Communicator } from '../dist/communicator.js';
+import { broadcastTensors, broadcastVariables } from '../dist/tensors.js';
 import { dataFacts, loadTrainingSet, type DataFacts } from '../data/dataset_config.js';
 import { Loader, type ImageSet } from '../data/index.js';
 import { LAST_CHECKPOINT, readCheckpoint, restoreMethod, restoreOptimizer, type Checkpoint, type CheckpointState } from '../io/checkpoint.js';
@@ -51,6 +57,8 @@ export interface Run {
   state: RunState;
   /** Set when resuming. */
   resumedFrom: string | null;
+  /** The ranks of a data-parallel run; single (size 1) otherwise. */
+  comm: Communicator;
   /** Closes the loader and frees the method's and optimizer's tensors. */
   dispose(): Promise<void>;
 }
@@ -61,6 +69,27 @@ export interface SetupOptions {
   log?: (line: string) => void;
   /** Train this method instead of building the one the config names (tests, plug-ins); its state must match the config's. */
   method?: (ctx: MethodContext) => Method;
+  /** The ranks to train with; default: MPI's world when launched under an MPI launcher, else single. */
+  comm?: Communicator;
+}
+
+/**
+ * Makes every rank hold rank 0's method state (weights, BN statistics, EMA
+ * twins, queues, banks) and optimizer state. Ranks build their models alike,
+ * but rank 0 is the one truth: a resumed rank 0 read the checkpoint, and a
+ * model whose init draws from anything rank-dependent would otherwise
+ * diverge without a word.
+ */
+export function broadcastRunState(comm: Communicator, method: Method, optimizer: Optimizer): void {
+  if (comm.size === 1) return;
+  broadcastVariables(comm, [...method.namedParameters(), ...method.namedBuffers()]);
+  const mine = comm.rank === 0 ? optimizer.state() : null;
+  const state = broadcastTensors(comm, mine);
+  try {
+    if (comm.rank !== 0) optimizer.loadState(state);
+  } finally {
+    for (const t of Object.values(state)) t.dispose();
+  }
 }
 
 /** Keys a resumed run takes from the new config; every other key comes from the checkpoint. */
@@ -102,6 +131,7 @@ export function assertCompatible(checkpoint: Checkpoint, config: RunConfig): voi
 /** Builds the run `config` describes (resuming its checkpoint with `opts.resume`). */
 export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Promise<Run> {
   const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  const comm = opts.comm ?? worldCommunicator();
   const outDir = resolve(config.out);
   const lastPath = join(outDir, LAST_CHECKPOINT);
 
@@ -124,13 +154,27 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
   // Recorded resolved, so a later change of a default never changes what --resume builds.
   config = { ...config, methodOptions: resolveMethodOptions(config.method, config.methodOptions, ctx) };
   const method = opts.method ? opts.method(ctx) : createMethod(config.method, config.methodOptions, ctx);
+  if (comm.size > 1) {
+    const issue = method.dataParallelIssue();
+    if (issue !== null) {
+      method.dispose();
+      throw new Error(`${config.method} cannot train on ${comm.size} ranks yet: ${issue}. Run it in one process.`);
+    }
+    method.useCommunicator(comm);
+  }
   const cleanups: Array<() => unknown> = [() => method.dispose()];
   const dispose = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   };
   try {
+    const perRank = config.batchSize / comm.size;
+    if (comm.size > 1) {
+      if (!Number.isInteger(perRank)) throw new Error(`batchSize ${config.batchSize} is the global batch and must split evenly over ${comm.size} ranks`);
+      // Every rank must take the same number of steps, or a collective waits forever: drop the last, partial batch.
+      if (trainSet.count < config.batchSize) throw new Error(`${trainSet.count} training images are fewer than one global batch of ${config.batchSize}`);
+    }
     const loader = new Loader(trainSet, method.pipeline(), {
-      batchSize: config.batchSize,
+      batchSize: perRank,
       seed: config.seed,
       workers: config.workers,
       shuffle: true,
@@ -138,7 +182,7 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
       dropLast: trainSet.count >= config.batchSize,
     });
     cleanups.push(() => loader.close());
-    const stepsPerEpoch = loader.batchesPerEpoch;
+    const stepsPerEpoch = comm.size > 1 ? Math.floor(trainSet.count / config.batchSize) : loader.batchesPerEpoch;
     const optimizer = createOptimizer(config.optimizer, namedParameters(method));
     cleanups.push(() => optimizer.dispose());
     let state: RunState = { position: { step: 0, epoch: 0, batch: 0 }, metrics: [], epoch: { sums: {}, batches: 0, images: 0, seconds: 0 }, elapsed: 0 };
@@ -156,7 +200,14 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
       const savedEpochs = (saved.config as { epochs?: number }).epochs;
       if (savedEpochs !== undefined && savedEpochs !== config.epochs) log(scheduleChange(config, savedEpochs, stepsPerEpoch, saved.position.step));
     }
-    writeFileAtomic(join(outDir, 'config.yaml'), toYaml(config));
+    broadcastRunState(comm, method, optimizer);
+    if (comm.size > 1) {
+      log(
+        `data parallel: ${comm.description}; global batch ${config.batchSize} = ${comm.size} ranks x ${perRank}, ` +
+          `so the learning rate and schedule apply as configured (no rescaling); BN statistics are per rank, rank 0 logs and checkpoints`,
+      );
+    }
+    if (comm.rank === 0) writeFileAtomic(join(outDir, 'config.yaml'), toYaml(config));
     return {
       config,
       outDir,
@@ -173,6 +224,7 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
       data: { ...facts, seed: config.seed, datasetCount: trainSet.count, batchSize: config.batchSize, stepsPerEpoch },
       state,
       resumedFrom: resumed ? lastPath : null,
+      comm,
       dispose,
     };
   } catch (err) {

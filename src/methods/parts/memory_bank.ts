@@ -9,10 +9,14 @@
 // a random row stays half noise after its first update, and a 5-epoch run
 // would spend its first epochs learning random targets. Measurements for this
 // and the defaults below: docs/experiments.md#memory-bank-methods-insdis-pirl.
+// Data-parallel: each rank's (index, feature) pairs are all-gathered before
+// the update, so every rank's bank takes the whole global batch and the
+// banks stay identical.
 import { Mulberry32 } from '../../core/random.js';
 import { z } from 'zod';
 import * as tf from '../../core/tf.js';
 import type { Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import { SingleCommunicator, type Communicator } from '../../dist/communicator.js';
 import { Module } from '../../nn/module.js';
 import { detach, l2Normalize } from '../../losses/normalize.js';
 import type { MethodContext } from '../method.js';
@@ -57,6 +61,7 @@ export class MemoryBank extends Module {
   readonly bank: Variable;
   readonly momentum: number;
   private pending: { indices: Int32Array; features: Tensor2D } | null = null;
+  private comm: Communicator = new SingleCommunicator();
 
   constructor(
     readonly size: number,
@@ -117,16 +122,42 @@ export class MemoryBank extends Module {
     this.pending = { indices: indices.slice(), features: tf.keep(detach(features)) };
   }
 
-  /** Applies the staged update, if any. */
+  /** Applies the staged update, if any (every rank's, when data-parallel). */
   commit(momentum = this.momentum): void {
     if (!this.pending) return;
     const { indices, features } = this.pending;
     this.pending = null;
     try {
-      this.update(indices, features, momentum);
+      if (this.comm.size === 1) this.update(indices, features, momentum);
+      else this.updateGathered(indices, features, momentum);
     } finally {
       features.dispose();
     }
+  }
+
+  useCommunicator(comm: Communicator): void {
+    // Indices travel as float32 in the same all-gather as the features: exact below 2^24.
+    if (comm.size > 1 && this.size > 2 ** 24) throw new Error(`MemoryBank: ${this.size} rows are too many to gather across ranks (at most 2^24)`);
+    this.comm = comm;
+  }
+
+  /** One all-gather of every rank's [indices | features]; the ranks' shares are disjoint, so the rows stay distinct. */
+  private updateGathered(indices: Int32Array, features: Tensor2D, momentum: number): void {
+    const n = indices.length;
+    const local = new Float32Array(n * (1 + this.dim));
+    local.set(indices);
+    local.set(features.dataSync() as Float32Array, n);
+    const all = this.comm.allgather(local);
+    const ranks = all.length / local.length;
+    if (!Number.isInteger(ranks) || ranks !== this.comm.size) throw new Error(`MemoryBank: ranks staged different numbers of rows (${all.length} values gathered, ${local.length} here)`);
+    const allIndices = new Int32Array(n * ranks);
+    const allFeatures = new Float32Array(n * ranks * this.dim);
+    for (let r = 0; r < ranks; r++) {
+      const part = all.subarray(r * local.length, (r + 1) * local.length);
+      allIndices.set(part.subarray(0, n), r * n);
+      allFeatures.set(part.subarray(n), r * n * this.dim);
+    }
+    tf.tidy(() => this.update(allIndices, tf.tensor2d(allFeatures, [n * ranks, this.dim]), momentum));
   }
 
   override dispose(): void {

@@ -6,9 +6,14 @@
 // Keys are computed inside `loss()` (under the gradient tape) but may only
 // enter the queue after the optimizer step, once the current batch no longer
 // needs the old negatives: `stage(keys)` there, `commit()` in `afterStep`.
+//
+// Data-parallel: every rank enqueues every rank's keys, in rank order (MoCo's
+// `concat_all_gather` before `_dequeue_and_enqueue`), so the queues stay
+// identical and hold the keys of the global batch, as one process would.
 import { Mulberry32 } from '../../core/random.js';
 import * as tf from '../../core/tf.js';
 import type { Tensor, Tensor2D, Variable } from '@tensorflow/tfjs-core';
+import { SingleCommunicator, type Communicator } from '../../dist/communicator.js';
 import { Module } from '../../nn/module.js';
 import { normal } from '../../nn/init.js';
 import { l2Normalize } from '../../losses/normalize.js';
@@ -19,6 +24,7 @@ export class KeyQueue extends Module {
   /** Row the next key is written to (int32 scalar). */
   readonly pointer: Variable;
   private staged: Tensor2D | null = null;
+  private comm: Communicator = new SingleCommunicator();
 
   constructor(readonly length: number, readonly dim: number, { rng = new Mulberry32(0) }: { rng?: Mulberry32 } = {}) {
     super();
@@ -52,17 +58,64 @@ export class KeyQueue extends Module {
     this.staged = tf.keep(tf.clone(keys));
   }
 
-  /** Enqueues the staged keys, if any. */
+  /** Enqueues the staged keys, if any (every rank's, in rank order, when data-parallel). */
   commit(): void {
-    if (!this.staged) return;
-    this.enqueue(this.staged);
-    this.staged.dispose();
+    commitQueues([this], this.comm);
+  }
+
+  useCommunicator(comm: Communicator): void {
+    this.comm = comm;
+  }
+
+  /** Takes the staged keys (the caller disposes them). */
+  takeStaged(): Tensor2D | null {
+    const staged = this.staged;
     this.staged = null;
+    return staged;
   }
 
   override dispose(): void {
     this.staged?.dispose();
     this.staged = null;
     super.dispose();
+  }
+}
+
+/**
+ * Commits the staged keys of `queues`. With several ranks, one all-gather
+ * carries every queue's keys (DetCo stages eight per step; one call pays the
+ * latency once); each queue then enqueues rank 0's keys, then rank 1's, ...
+ * Every rank stages the same queues with equal batches, so the gathered
+ * buffer splits the same way on every rank.
+ */
+export function commitQueues(queues: KeyQueue[], comm: Communicator): void {
+  const staged = queues.map((q) => q.takeStaged());
+  try {
+    if (comm.size === 1) {
+      queues.forEach((q, i) => staged[i] && q.enqueue(staged[i]!));
+      return;
+    }
+    const parts = staged.map((t) => (t ? (t.dataSync() as Float32Array) : new Float32Array(0)));
+    const perRank = parts.reduce((n, p) => n + p.length, 0);
+    const local = new Float32Array(perRank);
+    let offset = 0;
+    for (const p of parts) {
+      local.set(p, offset);
+      offset += p.length;
+    }
+    const all = comm.allgather(local);
+    if (all.length !== perRank * comm.size) throw new Error(`key queues: ranks staged different numbers of keys (${all.length} gathered, ${perRank} here)`);
+    offset = 0;
+    queues.forEach((q, i) => {
+      const n = parts[i]!.length;
+      if (staged[i]) {
+        const rows = new Float32Array(n * comm.size);
+        for (let r = 0; r < comm.size; r++) rows.set(all.subarray(r * perRank + offset, r * perRank + offset + n), r * n);
+        tf.tidy(() => q.enqueue(tf.tensor2d(rows, [rows.length / q.dim, q.dim])));
+      }
+      offset += n;
+    });
+  } finally {
+    tf.dispose(staged.filter((t): t is Tensor2D => t !== null));
   }
 }
