@@ -38,6 +38,15 @@ describe('resolveRunConfig', () => {
     assert.equal(warmup({}, yamlFile('byol-step.yaml', 'method: byol\nschedule:\n  name: step\n')), 1);
   });
 
+  test("a method's own schedule shape (DeepCluster's constant rate) applies only when the run names none", () => {
+    const schedule = (flags: Record<string, unknown>, file?: string) =>
+      resolveRunConfig({ configPath: file, flags: { out: 'runs/x', ...flags } }).schedule.name;
+    assert.equal(schedule({ method: 'deepcluster' }), 'constant');
+    assert.equal(schedule({ method: 'mocov2' }), 'cosine');
+    assert.equal(schedule({ method: 'deepcluster' }, yamlFile('dc-cosine.yaml', 'schedule:\n  name: cosine\n')), 'cosine');
+    assert.equal(schedule({}, yamlFile('dc-warm.yaml', 'method: deepcluster\nschedule:\n  warmupEpochs: 1\n')), 'constant');
+  });
+
   test('flags given override the YAML file, which overrides the schema defaults', () => {
     const path = yamlFile('run.yaml', 'epochs: 7\nbatchSize: 64\noptimizer:\n  lr: 0.5\n  momentum: 0.8\nout: runs/from-file\n');
     const config = resolveRunConfig({ configPath: path, flags: { epochs: 2, lr: 0.1, width: 8, dataset: 'folder:/x', limit: undefined } });

@@ -4,6 +4,7 @@
 // real run whose kNN beats the same network untrained, with the NMI the
 // trainer records (docs/experiments.md#deepcluster).
 import assert from 'node:assert/strict';
+import { namedParameters } from '../src/train/optimizers.js';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import * as tf from '../src/core/tf.js';
@@ -134,6 +135,9 @@ test('re-clustering labels the images, remembers the previous labels and resets 
     const std = Math.sqrt(w.reduce((s, x) => s + x * x, 0) / w.length);
     assert.ok(std > 0.008 && std < 0.012, `top layer std ${std}`);
     assert.ok(method.top.bias!.dataSync().every((b) => b === 0));
+    // The new top layer's momentum restarts: the prefix names exactly its parameters.
+    assert.deepEqual(first.resetOptimizerState, ['top.']);
+    assert.deepEqual(namedParameters(method).filter((p) => p.name.startsWith('top.')).map((p) => p.variable), [method.top.weight, method.top.bias]);
     const second = method.recluster(data, dim, 1);
     assert.deepEqual(second.previous, first.assignments);
     assert.equal(method.epochOrder(1, 200).length, 200);

@@ -126,6 +126,21 @@ test('optimizer state round-trips: a restored optimizer takes the same next step
   }
 });
 
+test('resetSlots: the named parameters restart from zero momentum, the others keep theirs', () => {
+  const ps = params([1, -2], [0.5]);
+  const opt = new SGD(ps, { momentum: 0.9 });
+  run(opt, ps, [[[0.1, 0.2], [0.3]]]);
+  const before = tf.memory().numTensors;
+  opt.resetSlots('b');
+  assert.equal(tf.memory().numTensors, before - 1, 'the dropped slot is disposed');
+  assert.deepEqual(Object.keys(opt.state()).sort(), ['step', 'w.momentum']);
+  const [[w, b]] = run(opt, ps, [[[0.1, 0.2], [0.3]]]);
+  // w: buffer 0.9 * 0.1 + 0.1 = 0.19 -> 0.99 - 0.019. b: a fresh buffer 0.3 -> 0.47 - 0.03.
+  assertClose(w!, [0.971, -2 - 0.02 - 0.038], { atol: 1e-6, rtol: 0 });
+  assertClose(b!, [0.44], { atol: 1e-6, rtol: 0 });
+  opt.dispose();
+});
+
 test('optimizer loadState names a slot that fits no parameter', () => {
   const ps = params([1, -2], [0.5]);
   const opt = new SGD(ps, { momentum: 0.9 });

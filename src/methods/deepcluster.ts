@@ -15,9 +15,9 @@
 // - k 10,000 for 1,000 classes -> 100 (10 per class of Fashion-MNIST, as the paper's ratio).
 // - PCA to 256 of 4,096 dims -> a quarter of the feature width, at most 256 (pcaDim 0).
 // - Sobel filter on the input -> none: our images are grey or clip-art with flat colours, and views have no colour jitter.
-// - top layer N(0, 0.01) weights, zero bias, re-initialised after each clustering: the paper's; its momentum buffer is the
-//   run optimizer's and is not reset (the authors build a fresh SGD for it each epoch).
-// - SGD lr 0.05, batch 256, 500 epochs -> the run's lr, batch and schedule.
+// - top layer N(0, 0.01) weights, zero bias, re-initialised after each clustering, its momentum restarted from zero: the
+//   paper's (the authors build a fresh SGD for it each epoch).
+// - SGD lr 0.05, constant, batch 256, 500 epochs -> the same lr and constant schedule, the run's batch and epochs.
 import { z } from 'zod';
 import { Mulberry32, Rng } from '../core/random.js';
 import * as tf from '../core/tf.js';
@@ -95,6 +95,8 @@ export class DeepCluster extends Method {
       assignments,
       previous,
       summary: `k-means of ${n} x ${points.dim} (PCA-whitened from ${dim}): ${used}/${clusters} clusters used, inertia ${inertia.toFixed(4)}, ${emptyReseeded} empty re-seeded`,
+      // The authors build a fresh SGD for the new top layer; the old one's momentum points at other clusters.
+      resetOptimizerState: ['top.'],
     };
   }
 
@@ -132,6 +134,7 @@ export const deepClusterSpec = defineMethod({
   names: ['deepcluster'],
   description: 'DeepCluster: k-means of the features each epoch, then classify the images into their clusters',
   options: DeepClusterOptions,
-  recipe: { lr: 0.05 },
+  // The paper's constant rate: the top layer is new each epoch, and a rate decayed to ~0 leaves the last epochs' one unlearnt.
+  recipe: { lr: 0.05, schedule: 'constant' },
   create: (_name, o, ctx) => new DeepCluster(o, ctx),
 });

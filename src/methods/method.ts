@@ -137,6 +137,8 @@ export interface Reclustering {
   previous: Int32Array | null;
   /** One line for the log (inertia, re-seeded clusters, ...). */
   summary: string;
+  /** State-dict name prefixes of re-initialised parameters whose optimizer state restarts (momentum of the old weights). */
+  resetOptimizerState?: readonly string[];
 }
 
 /** What a method is built from besides its options: the data and the run's backbone. */
@@ -160,6 +162,8 @@ export interface MethodRecipe {
   /** Peak SGD learning rate (used when the run sets no lr and keeps SGD). */
   lr?: number;
   warmupEpochs?: number;
+  /** The learning-rate schedule's shape (used when the run names none). */
+  schedule?: 'cosine' | 'step' | 'constant';
 }
 
 export interface MethodSpec<S extends z.ZodTypeAny = z.ZodTypeAny> {

@@ -12,7 +12,8 @@
 // - projector 3 layers of 2048 (ImageNet; CIFAR: 2) -> 2 of 512: the CIFAR variant, narrowed for 32-256 features; in short runs 3 layers beat it at one init seed and collapsed at another.
 // - predictor 2048 -> 512 -> 2048 (a 4x bottleneck) -> 512 -> 128 -> 512: the same bottleneck.
 // - MoCo v2's augmentations -> BYOL's small-view pair (recipes.ts: crops of 50-100%, solarize on view 2): with no negatives, 20% crops of a 28 px garment kept the kNN at 50.7, BYOL's views reached 55.5 (batch 64, 3 epochs).
-// - SGD lr 0.05 x batch/256 with the predictor's lr held constant -> the run's lr and schedule for every weight: the optimizers here have one schedule.
+// - SGD lr 0.05 x batch/256 with the predictor's lr held constant -> the run's lr and schedule for every weight: holding the
+//   predictor at the peak rate lowered the loss but also the kNN, in the bench and the short run (docs/experiments.md#simsiam-predictor-rate).
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';

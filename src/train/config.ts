@@ -41,8 +41,8 @@ export const isRecord = (x: unknown): x is Record<string, unknown> => typeof x =
 
 /**
  * The method's recipe (methods/*.ts specs) where the run sets nothing: its
- * learning rate when the run keeps SGD and sets none, its warm-up epochs when
- * the schedule sets none.
+ * learning rate when the run keeps SGD and sets none, its warm-up epochs and
+ * its schedule's shape when the run's schedule sets none.
  */
 function withMethodRecipe(raw: unknown): unknown {
   if (!isRecord(raw) || typeof raw.method !== 'string' || !methodNames().includes(raw.method)) return raw;
@@ -55,6 +55,10 @@ function withMethodRecipe(raw: unknown): unknown {
   const schedule = run.schedule ?? {};
   if (recipe.warmupEpochs !== undefined && isRecord(schedule) && schedule.warmupEpochs === undefined) {
     run = { ...run, schedule: { ...schedule, warmupEpochs: recipe.warmupEpochs } };
+  }
+  const named = run.schedule ?? {};
+  if (recipe.schedule !== undefined && isRecord(named) && named.name === undefined) {
+    run = { ...run, schedule: { ...named, name: recipe.schedule } };
   }
   return run;
 }

@@ -285,7 +285,8 @@ async function recluster(method: Method, run: Run, epoch: number, log: (line: st
   const started = performance.now();
   const { trainSet, config } = run;
   const { features, dim } = await extractFeatures(method.backbone, trainSet, { size: config.dataset.size, batchSize: 256 });
-  const { assignments, previous, summary } = method.recluster!(features, dim, epoch);
+  const { assignments, previous, summary, resetOptimizerState } = method.recluster!(features, dim, epoch);
+  for (const prefix of resetOptimizerState ?? []) run.optimizer.resetSlots(prefix);
   const labeled = trainSet.labels.length === trainSet.count && trainSet.labels.every((l) => l >= 0);
   const metrics: ClusteringMetrics = {
     nmiPrevious: previous ? normalizedMutualInfo(assignments, previous) : null,

@@ -62,6 +62,16 @@ export abstract class Optimizer {
     }
   }
 
+  /** Drops the slots of the parameters whose names start with `prefix`: they restart from zeros, as a fresh optimizer's would. */
+  resetSlots(prefix: string): void {
+    for (const [key, v] of this.slots) {
+      if (key.startsWith(prefix)) {
+        v.dispose();
+        this.slots.delete(key);
+      }
+    }
+  }
+
   protected abstract update(p: NamedParameter, grad: Tensor, lr: number): void;
 
   /** The slot `slot` of parameter `p`, zeros until first written. */
