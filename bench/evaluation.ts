@@ -107,6 +107,7 @@ function measurements(f: Flags, rows: Row[]): Measurement[] {
     for (const stage of STAGES) {
       out.push({ row, family: 'scenes', what: `scene-svm-${stage}`, protocol: 'svm', options: {}, input: { stage, scenes: f.scenes } });
     }
+    if (row.name === 'detco') out.push({ row, family: 'scenes', what: 'scene-similarity', protocol: 'similarity', options: {}, input: {} });
     out.push({ row, family: 'scenes', what: 'attention', protocol: 'attention', options: { scenes: f.scenes, stage: 'res4', images: 8, measure: f.attentionScenes }, input: {} });
   }
   return out;
@@ -150,15 +151,17 @@ function tables(f: Flags, results: Map<string, Stored>): string {
     '',
     'Scenes, the `bench:transfer` checkpoints (pretrained 12 epochs on 20,000 object-centric images at 64 px). ' +
       'SVM: multi-label (the classes present in each scene), 1,000 train scenes against 500 val scenes (128 px), mAP %. ' +
-      `Attention: the share of Res4 activation energy inside the objects' masks, mean over ${f.attentionScenes} val scenes (the masks cover the "area" share).`,
+      `Attention: the share of Res4 activation energy inside the objects' masks, mean over ${f.attentionScenes} val scenes (the masks cover the "area" share). ` +
+      "ΔP, ΔN: DetCo's similarity statistics on its 18,000 object training images.",
     '',
-    '| checkpoint | SVM Res2 | SVM Res3 | SVM Res4 | SVM Res5 | energy on objects % | area % |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| checkpoint | SVM Res2 | SVM Res3 | SVM Res4 | SVM Res5 | energy on objects % | area % | ΔP | ΔN |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   );
   for (const row of ROWS) {
     const svm = STAGES.map((s) => cell(get(row.name, `scene-svm-${s}`)?.mAP));
     const a = get(row.name, 'attention');
-    lines.push(`| ${row.label} | ${svm.join(' | ')} | ${cell(a?.energyShare)} | ${cell(a?.areaShare)} |`);
+    const sim = get(row.name, 'scene-similarity');
+    lines.push(`| ${row.label} | ${svm.join(' | ')} | ${cell(a?.energyShare)} | ${cell(a?.areaShare)} | ${cell(sim?.deltaPositive, 3)} | ${cell(sim?.deltaNegative, 3)} |`);
   }
   return lines.join('\n');
 }

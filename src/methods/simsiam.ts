@@ -13,7 +13,7 @@
 // - predictor 2048 -> 512 -> 2048 (a 4x bottleneck) -> 512 -> 128 -> 512: the same bottleneck.
 // - MoCo v2's augmentations -> BYOL's small-view pair (recipes.ts: crops of 50-100%, solarize on view 2): with no negatives, 20% crops of a 28 px garment kept the kNN at 50.7, BYOL's views reached 55.5 (batch 64, 3 epochs).
 // - SGD lr 0.05 x batch/256 with the predictor's lr held constant -> the run's lr and schedule for every weight: holding the
-//   predictor at the peak rate lowered the loss but also the kNN, in the bench and the short run (docs/experiments.md#simsiam-predictor-rate).
+//   predictor at the peak rate lowered the loss but also the kNN, in the bench and the short run (docs/experiments.md#2026-12-05-simsiam-predictor-rate).
 import { Mulberry32 } from '../core/random.js';
 import { z } from 'zod';
 import * as tf from '../core/tf.js';
