@@ -31,10 +31,10 @@ import {
 import { AttentionOptions, attentionProtocol } from '../src/eval/protocols/attention.js';
 import type { ProtocolInput } from '../src/eval/protocol.js';
 import type { LoadedBackbone } from '../src/io/backbone.js';
-import { CheckpointConfig, saveCheckpoint, type CheckpointState } from '../src/io/checkpoint.js';
-import { Module } from '../src/nn/module.js';
+import { CheckpointConfig } from '../src/io/checkpoint.js';
 import { ResNet } from '../src/nn/resnet.js';
 import { assertClose, randomArray } from './helpers.js';
+import { writeBackboneCheckpoint } from './backbone_checkpoint.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'selfsup-attention-'));
 before(async () => {
@@ -59,31 +59,9 @@ function loadedBackbone(channels: number, seed = 3): LoadedBackbone {
   };
 }
 
-class Holder extends Module {
-  constructor(backbone: ResNet) {
-    super();
-    this.addModule('backbone', backbone);
-  }
-}
-
 /** A checkpoint file whose backbone takes `channels`-channel images (what --compare reads). */
 function writeCheckpoint(name: string, channels: number, seed: number): string {
-  const backbone = new ResNet({ depth: 18, stem: 'cifar', width: 4, inChannels: channels, seed });
-  const path = join(tmp, name);
-  const state: CheckpointState = {
-    config: { ...config('mocov2'), seed },
-    position: { step: 1, epoch: 1, batch: 0 },
-    data: { channels, numClasses: 10, seed: 0, datasetCount: 64, batchSize: 16, stepsPerEpoch: 4 },
-    metrics: [],
-    epoch: { sums: {}, batches: 0, images: 0, seconds: 0 },
-    elapsed: 0,
-  };
-  try {
-    saveCheckpoint(path, new Holder(backbone), null, state);
-  } finally {
-    backbone.dispose();
-  }
-  return path;
+  return writeBackboneCheckpoint(join(tmp, name), { channels, seed });
 }
 
 function backboneInput(loaded: LoadedBackbone, workDir: string | null): ProtocolInput {

@@ -16,40 +16,16 @@ import { writeScenes } from '../src/data/scenes.js';
 import { FeatureInputOptions, prepareFeatures } from '../src/eval/feature_input.js';
 import { svmProtocol } from '../src/eval/protocols/svm.js';
 import { loadBackbone } from '../src/io/backbone.js';
-import { CheckpointConfig, saveCheckpoint, type CheckpointState } from '../src/io/checkpoint.js';
-import { Module } from '../src/nn/module.js';
-import { ResNet } from '../src/nn/resnet.js';
+import { writeBackboneCheckpoint } from './backbone_checkpoint.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'selfsup-svm-scenes-'));
 const quiet = () => undefined;
-
-class Holder extends Module {
-  constructor(backbone: ResNet) {
-    super();
-    this.addModule('backbone', backbone);
-  }
-}
 
 /** A random-init checkpoint (ResNet-18 width 4, CIFAR stem) taking `channels`-channel images, alone in its folder. */
 function writeCheckpoint(name: string, channels: number): string {
   const dir = join(tmp, name);
   mkdirSync(dir, { recursive: true });
-  const backbone = new ResNet({ depth: 18, stem: 'cifar', width: 4, inChannels: channels, seed: 5 });
-  const path = join(dir, 'last.safetensors');
-  const state: CheckpointState = {
-    config: CheckpointConfig.parse({ method: 'mocov2', seed: 5, model: { arch: 'resnet18', width: 4, stem: 'cifar' }, dataset: {} }),
-    position: { step: 1, epoch: 1, batch: 0 },
-    data: { channels, numClasses: 10, seed: 0, datasetCount: 64, batchSize: 16, stepsPerEpoch: 4 },
-    metrics: [],
-    epoch: { sums: {}, batches: 0, images: 0, seconds: 0 },
-    elapsed: 0,
-  };
-  try {
-    saveCheckpoint(path, new Holder(backbone), null, state);
-  } finally {
-    backbone.dispose();
-  }
-  return path;
+  return writeBackboneCheckpoint(join(dir, 'last.safetensors'), { channels, seed: 5 });
 }
 
 /** 48 train + 12 val scenes of 32 px with 3-4 objects each: every one of the 18 classes is in at least 3 training scenes (seed 3). */
