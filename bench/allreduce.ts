@@ -11,11 +11,18 @@
 //        ... adds the model of the speed-up on N machines: a step of a fixed
 //        global batch costs compute/N + the ring all-reduce, 2 (N-1)/N x bytes / bandwidth
 //        (no overlap with backward, as the trainer does it today).
+//   node dist/bench/allreduce.js --step               a real pretraining step (MoCo v2, width 16, batch 256)
+//        on 1 rank with every core against --np ranks with cores/np threads each,
+//        the median step time of the same steps of each run; a check that the
+//        scaling is right on one machine, not a speed-up.
 //
 // Started without an MPI launcher, this script launches itself under
 // `mpirun -np N --oversubscribe` once per algorithm and prints a table; the
 // ranks print RESULT lines. Timings are the slowest rank's, per repetition.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { closeWorld, launchedUnderMpi, worldCommunicator } from '../src/dist/communicator.js';
 import { buildBackbone } from '../src/nn/backbone.js';
@@ -124,9 +131,55 @@ function parent(): void {
   }
 }
 
+/** Median milliseconds per step over steps 2..N-1 of a run's metrics.jsonl (steps 0-1 warm caches up). */
+function stepMs(metricsFile: string): { median: number; losses: number[] } {
+  const steps = readFileSync(metricsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { kind: string; elapsed: number; loss: number }).filter((l) => l.kind === 'step');
+  const gaps = steps.slice(2).map((s, i) => (s.elapsed - steps[i + 1]!.elapsed) * 1000);
+  return { median: median(gaps), losses: steps.map((s) => s.loss) };
+}
+
+/** The methods benchmark's MoCo v2 step, timed on 1 rank and on --np ranks of the same global batch. */
+function stepCheck(): void {
+  const np = Number(flag('np', '2'));
+  const steps = Number(flag('steps', '12'));
+  const cores = cpus().length;
+  const dir = mkdtempSync(join(tmpdir(), 'selfsup-step-'));
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const config = join(dir, 'run.yaml');
+  // bnSplits np x fewer per rank, so each BN group holds the same 64 images (exactly where np divides 4).
+  const yaml = (splits: number) =>
+    `method: mocov2\nmethodOptions: { bnSplits: ${splits} }\nepochs: 1\nbatchSize: 256\nworkers: 0\ndataset: { name: fashion-mnist, limit: ${256 * steps} }\n` +
+    'model: { arch: resnet18, width: 16, stem: cifar }\nonlineKnn: { every: 0 }\npreciseBn: { images: 0 }\n';
+  const root = process.getuid?.() === 0 ? { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' } : {};
+  const run = (name: string, command: string, argv: string[], threads: number, splits: number) => {
+    writeFileSync(config, yaml(splits));
+    const out = join(dir, name);
+    const r = spawnSync(command, [...argv, cli, 'pretrain', '--config', config, '--out', out, '--quiet'], {
+      encoding: 'utf8',
+      timeout: 900_000,
+      env: { ...process.env, ...root, SELFSUP_THREADS: String(threads) },
+    });
+    if (r.status !== 0) throw new Error(`${name}: pretrain failed (${r.error?.message ?? `exit ${r.status}`}):\n${r.stderr.slice(-2000)}`);
+    return stepMs(join(out, 'metrics.jsonl'));
+  };
+  try {
+    const one = run('one-rank', process.execPath, [], cores, 4);
+    const many = run(`${np}-ranks`, 'mpirun', ['-np', String(np), '--oversubscribe', '--bind-to', 'none', '--mca', 'btl', 'self,vader', '-x', 'SELFSUP_THREADS', process.execPath], Math.max(1, Math.floor(cores / np)), Math.max(1, Math.round(4 / np)));
+    console.log(`MoCo v2 step, ResNet-18 width 16, global batch 256, ${steps} steps (median of steps 2-${steps - 1}), ${cores} cores:`);
+    console.log(`| run | ms per step |\n|---|---:|\n| 1 rank x ${cores} threads | ${one.median.toFixed(0)} |\n| ${np} ranks x ${Math.max(1, Math.floor(cores / np))} threads | ${many.median.toFixed(0)} |`);
+    console.log(`${np}-rank/1-rank step: ${(many.median / one.median).toFixed(2)}x`);
+    const worst = Math.max(...one.losses.map((l, i) => Math.abs(l - many.losses[i]!)));
+    console.log(`losses per step: largest |1 rank - ${np} ranks| ${worst.toFixed(4)} (BN statistics are per rank, so not identical)`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 if (launchedUnderMpi()) {
   rank();
   await closeWorld();
+} else if (args.includes('--step')) {
+  stepCheck();
 } else {
   parent();
 }
