@@ -17,7 +17,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { writeFileAtomic } from '../core/files.js';
 import { parseOrThrow } from '../core/schema.js';
-import type { EpochMetrics, MetricsLine, StepMetrics } from '../train/metrics.js';
+import { MetricsLog, type EpochMetrics, type StepMetrics } from '../train/metrics.js';
 import {
   downsample,
   facetLineChart,
@@ -76,23 +76,6 @@ function readJsonFile(file: string): unknown {
   }
 }
 
-/** metrics.jsonl's lines. The last line may be cut short by a crash and is then dropped, as the trainer's own reader does; a broken line elsewhere is an error. */
-function readMetrics(file: string): MetricsLine[] {
-  const lines = readFileSync(file, 'utf8').split('\n');
-  let last = lines.length - 1;
-  while (last >= 0 && lines[last]!.trim() === '') last--;
-  const out: MetricsLine[] = [];
-  lines.forEach((l, i) => {
-    if (l.trim() === '') return;
-    try {
-      out.push(JSON.parse(l) as MetricsLine);
-    } catch (err) {
-      if (i !== last) throw new Error(`report: ${file}:${i + 1} is not valid JSON (${(err as Error).message})`);
-    }
-  });
-  return out;
-}
-
 /** Reads what a report shows of one run folder; errors name the path or file at fault. */
 export function readRunFolder(path: string): Omit<RunFolder, 'name'> {
   const dir = resolve(path);
@@ -113,7 +96,7 @@ export function readRunFolder(path: string): Omit<RunFolder, 'name'> {
       throw new Error(`report: ${configFile} is not valid YAML (${(err as Error).message})`);
     }
   }
-  const lines = existsSync(metricsFile) ? readMetrics(metricsFile) : [];
+  const lines = new MetricsLog(metricsFile).read();
   const steps = lines.filter((l): l is StepMetrics => l.kind === 'step');
   const epochs = lines.filter((l): l is EpochLine => l.kind === 'epoch');
   const evalDir = join(dir, 'eval');

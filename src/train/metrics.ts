@@ -76,12 +76,22 @@ export class MetricsLog {
     writeFileAtomic(this.path, keep.map((l) => `${l}\n`).join(''));
   }
 
+  /** Every line; a last line cut short by a crash is dropped (as truncateTo does), a broken line elsewhere is an error naming it. */
   read(): MetricsLine[] {
     if (!existsSync(this.path)) return [];
-    return readFileSync(this.path, 'utf8')
-      .split('\n')
-      .filter((l) => l.trim() !== '')
-      .map((l) => JSON.parse(l) as MetricsLine);
+    const lines = readFileSync(this.path, 'utf8').split('\n');
+    let last = lines.length - 1;
+    while (last >= 0 && lines[last]!.trim() === '') last--;
+    const out: MetricsLine[] = [];
+    lines.forEach((l, i) => {
+      if (l.trim() === '') return;
+      try {
+        out.push(JSON.parse(l) as MetricsLine);
+      } catch (err) {
+        if (i !== last) throw new Error(`${this.path}:${i + 1} is not valid JSON (${(err as Error).message})`);
+      }
+    });
+    return out;
   }
 }
 
