@@ -74,12 +74,11 @@ async function sceneImages(dir: string, n: number): Promise<AttentionImages> {
   if (!existsSync(annotations)) {
     throw new Error(`attention: --scenes ${dir} has no annotations (${annotations} is missing); make one with \`selfsup data scenes --out DIR\``);
   }
-  const split = await loadSceneSplit(dir, 'val');
-  const { height, width } = split.images;
-  const count = Math.min(n, split.images.count);
+  const split = await loadSceneSplit(dir, 'val', { limit: n });
+  const { height, width, count } = split.images;
   const pixels = new Float32Array(count * height * width * 3);
   for (let i = 0; i < pixels.length; i++) pixels[i] = split.images.images[i]! / 255;
-  const masks = split.annotations.slice(0, count).map((anns) => unionMask(anns, height, width));
+  const masks = split.annotations.map((anns) => unionMask(anns, height, width));
   return { name: `scenes ${dir} (val)`, count, height, width, channels: 3, pixels, masks };
 }
 
