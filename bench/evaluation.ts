@@ -19,7 +19,7 @@
 // Each measurement is one `evaluate()` call; its metrics are kept in
 // <out>/<key>.json, so an interrupted run resumes where it stopped.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { evaluate } from '../src/app/index.js';
@@ -28,7 +28,7 @@ import { useBackend, type BackendChoice } from '../src/backend/select.js';
 import { writeFileAtomic } from '../src/core/files.js';
 import { writeScenes } from '../src/data/scenes.js';
 import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
-import { updateReadmeBlock } from './rows.js';
+import { readResultFile, updateReadmeBlock } from './rows.js';
 
 const STAGES = ['res2', 'res3', 'res4', 'res5'] as const;
 /** 1,000 train and 500 val scenes: bench:transfer's 200 val scenes leave a class's AP resting on a few dozen images. */
@@ -121,12 +121,7 @@ function keyOf(m: Measurement, checkpoint: string): string {
 }
 
 function readStored(path: string): Stored | null {
-  if (!existsSync(path)) return null;
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Stored;
-  } catch (err) {
-    throw new Error(`${path}: not a readable result (${err instanceof Error ? err.message : String(err)}); delete it to measure again`);
-  }
+  return readResultFile<Stored>(path, 'measure again');
 }
 
 const cell = (v: number | undefined, digits = 1) => (v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(digits));

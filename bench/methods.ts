@@ -14,7 +14,7 @@
 // child process of its own, so one row's heap and kernel caches cannot slow
 // the next.
 // --readme rewrites the table between the bench-methods markers of README.md.
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { nativeAddon } from '../src/backend/native_addon.js';
@@ -31,7 +31,7 @@ import { LAST_CHECKPOINT, readCheckpoint } from '../src/io/checkpoint.js';
 import type { SwAV } from '../src/methods/swav.js';
 import type { RunConfig } from '../src/train/config.js';
 import type { TrainResult } from '../src/train/loop.js';
-import { runSelfInChild, updateReadmeBlock } from './rows.js';
+import { readResultFile, runSelfInChild, updateReadmeBlock } from './rows.js';
 
 interface Row {
   name: string;
@@ -171,12 +171,7 @@ async function clusterNmi(config: RunConfig, trained: TrainResult): Promise<numb
 }
 
 function readResult(path: string): RowResult | null {
-  if (!existsSync(path)) return null;
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as RowResult;
-  } catch (err) {
-    throw new Error(`${path}: not a readable result (${err instanceof Error ? err.message : String(err)}); delete it to rerun the row`);
-  }
+  return readResultFile<RowResult>(path, 'rerun the row');
 }
 
 function table(results: RowResult[], settings: Settings): string {

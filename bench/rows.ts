@@ -64,3 +64,13 @@ export function updateReadmeBlock(file: string, start: string, end: string, body
   const path = resolve(file);
   writeFileAtomic(path, replaceBlock(readFileSync(path, 'utf8'), start, end, body, file));
 }
+
+/** A benchmark's stored result at `path`, or null when there is none; a damaged file is an error saying to delete it to `redo`. */
+export function readResultFile<T>(path: string, redo: string): T | null {
+  if (!existsSync(path)) return null;
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch (err) {
+    throw new Error(`${path}: not a readable result (${err instanceof Error ? err.message : String(err)}); delete it to ${redo}`);
+  }
+}

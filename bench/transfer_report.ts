@@ -2,8 +2,8 @@
 // free of the engine so that its tests are cheap: the rows, which jobs are
 // done, mean ± std over seeds, the noise floor, the gates, the ranking and
 // the tables.
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readResultFile } from './rows.js';
 
 export interface TransferRow {
   name: string;
@@ -114,12 +114,7 @@ export interface JobResult<S = unknown> {
 }
 
 export function readJobResult<R extends JobResult>(path: string): R | null {
-  if (!existsSync(path)) return null;
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as R;
-  } catch (err) {
-    throw new Error(`${path}: not a readable result (${err instanceof Error ? err.message : String(err)}); delete it to rerun the job`);
-  }
+  return readResultFile<R>(path, 'rerun the job');
 }
 
 export type JobState = 'done' | 'todo' | 'stale';
