@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileSha256 } from '../core/files.js';
 import { archLabel, buildBackbone } from '../nn/backbone.js';
 import type { ResNet } from '../nn/resnet.js';
-import { createMethod, methodContext, type Method } from '../methods/index.js';
+import { checkpointMethodOptions, createMethod, methodContext, type Method } from '../methods/index.js';
 import { LAST_CHECKPOINT, readCheckpoint, restoreMethod, restoreModule, type Checkpoint, type CheckpointConfig, type DataInfo } from './checkpoint.js';
 
 /** Every method keeps its encoder under this name (methods/method.ts). */
@@ -72,7 +72,9 @@ export function loadBackbone(path: string, { randomInit = false }: { randomInit?
 export function methodFromCheckpoint(checkpoint: Checkpoint, randomInit = false): Method {
   const { config, data } = checkpoint.state;
   const ctx = methodContext(config, { channels: data.channels, numClasses: data.numClasses, datasetSize: data.datasetCount });
-  const method = createMethod(checkpoint.method || config.method, (config as Record<string, unknown>).methodOptions ?? {}, ctx);
+  const name = checkpoint.method || config.method;
+  const options = checkpointMethodOptions(name, (config as Record<string, unknown>).methodOptions, Object.keys(checkpoint.model));
+  const method = createMethod(name, options, ctx);
   try {
     if (!randomInit) restoreMethod(checkpoint, method);
   } catch (err) {

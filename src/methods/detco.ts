@@ -36,15 +36,25 @@ export const DetCoOptions = MoCoOptions.extend({
   hic: z.boolean().default(true),
   /** Cross global/local contrast: the ll and lg terms. */
   cglc: z.boolean().default(true),
+  /**
+   * BN after the local head's hidden layer. Without it the Res4-Res5 local
+   * embeddings collapse onto one direction within ~100 steps, leaving ll and lg
+   * at chance (docs/experiments.md#2026-12-05-bn-in-the-local-head).
+   */
+  localBatchNorm: z.boolean().default(true),
 }).strict();
 export type DetCoOptions = z.infer<typeof DetCoOptions>;
 
-/** Avg-pool each of the 9 patches, concatenate them, MLP to `dim`. Hidden width C (not 9C), as the paper's modest local MLP. */
+/**
+ * Avg-pool each of the 9 patches, concatenate them, MLP to `dim`. Hidden width
+ * C (not 9C), as the paper's modest local MLP; BN on the hidden layer (an
+ * addition: see DetCoOptions.localBatchNorm).
+ */
 export class LocalHead extends Module {
   readonly mlp: MLP;
-  constructor(channels: number, dim: number, rng: Mulberry32) {
+  constructor(channels: number, dim: number, rng: Mulberry32, batchNorm = false) {
     super();
-    this.mlp = this.addModule('mlp', new MLP([PATCHES * channels, channels, dim], { rng }));
+    this.mlp = this.addModule('mlp', new MLP([PATCHES * channels, channels, dim], { rng, batchNorm }));
   }
 
   /** Pooled patch features [B·9, C] (a sample's 9 patches consecutive, in cell order) -> [B, dim]. */
@@ -59,12 +69,12 @@ export class LocalHead extends Module {
 export class DetCoHeads extends Module {
   readonly global = {} as Record<Stage, ProjectionHead>;
   readonly local = {} as Record<Stage, LocalHead>;
-  constructor(channels: Record<Stage, number>, dim: number, seed: number) {
+  constructor(channels: Record<Stage, number>, dim: number, seed: number, localBatchNorm = false) {
     super();
     const rng = new Mulberry32(seed);
     for (const s of STAGES) {
       this.global[s] = this.addModule(`global.${s}`, new ProjectionHead(channels[s], channels[s], dim, { rng }));
-      this.local[s] = this.addModule(`local.${s}`, new LocalHead(channels[s], dim, rng));
+      this.local[s] = this.addModule(`local.${s}`, new LocalHead(channels[s], dim, rng, localBatchNorm));
     }
   }
 }
@@ -91,7 +101,7 @@ export class DetCo extends Method {
     this.stageWeights = o.hic ? STAGE_WEIGHTS : { ...STAGE_WEIGHTS, res5: 1 };
     const build = () => useSplitBatchNorm(ctx.backbone(), o.bnSplits);
     this.backbone = this.addModule('backbone', build());
-    const buildHeads = () => new DetCoHeads(this.backbone.channels, o.dim, this.seed + 1);
+    const buildHeads = () => new DetCoHeads(this.backbone.channels, o.dim, this.seed + 1, o.localBatchNorm);
     this.heads = this.addModule('heads', buildHeads());
     this.momentumPairs = [new EmaPair(this.backbone, build), new EmaPair(this.heads, buildHeads)];
     this.addModule('momentumBackbone', this.momentumPairs[0].target);
@@ -175,5 +185,8 @@ export const detcoSpec = defineMethod({
   description: 'DetCo: MoCo v2 with hierarchical intermediate and cross global/local contrast',
   options: DetCoOptions,
   resolve: (_name, o) => ({ ...o, temperature: o.temperature ?? MOCO_V2_TEMPERATURE }),
+  // Runs from before localBatchNorm have biased local layers and no BN there.
+  fromCheckpoint: (o, names) =>
+    o.localBatchNorm === undefined && names.some((n) => /^heads\.local\.\w+\.mlp\.fc0\.bias$/.test(n)) ? { ...o, localBatchNorm: false } : o,
   create: (_name, o, ctx) => new DetCo(o, ctx),
 });

@@ -180,6 +180,12 @@ export interface MethodSpec<S extends z.ZodTypeAny = z.ZodTypeAny> {
    * what ran; resolving resolved options must change nothing.
    */
   resolve?(name: string, options: z.infer<S>, ctx: MethodContext): z.infer<S>;
+  /**
+   * The options a checkpoint was trained with, where its recorded options
+   * predate an option added later whose default changes the model: read
+   * from the checkpoint's tensor names, so old runs still load and resume.
+   */
+  fromCheckpoint?(options: Record<string, unknown>, tensorNames: readonly string[]): Record<string, unknown>;
   create(name: string, options: z.infer<S>, ctx: MethodContext): Method;
 }
 

@@ -58,6 +58,13 @@ export function resolveMethodOptions(name: string, raw: unknown, ctx: MethodCont
   return spec.resolve ? spec.resolve(name, parsed.data, ctx) : parsed.data;
 }
 
+/** The options a checkpoint of method `name` recorded, completed for options added since (MethodSpec.fromCheckpoint). */
+export function checkpointMethodOptions(name: string, recorded: unknown, tensorNames: readonly string[]): Record<string, unknown> {
+  const spec = methodSpec(name);
+  const options = (recorded ?? {}) as Record<string, unknown>;
+  return spec.fromCheckpoint ? spec.fromCheckpoint(options, tensorNames) : options;
+}
+
 /** Builds method `name` from its (raw or resolved) options. */
 export function createMethod(name: string, options: unknown, ctx: MethodContext): Method {
   return methodSpec(name).create(name, resolveMethodOptions(name, options, ctx), ctx);
