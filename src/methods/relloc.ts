@@ -7,7 +7,8 @@
 // chromatic-aberration cue) applies to RGB images only: a 1-channel image
 // (Fashion-MNIST) has no colour to drop, and the option does nothing there.
 // Paper vs ours (one line each):
-// - 96 px patches with 48 px gaps (sub-crops 2/3 of a cell), up to 7 px jitter: ours 2/3 of a cell placed anywhere in it, a quarter of the view (8 px at 32).
+// - 96 px patches with 48 px gaps (sub-crops 2/3 of a cell), up to 7 px jitter: ours 2/3 of a cell placed anywhere in it, resized to half the view
+//   (16 px at 32): at a quarter (8 px, the cell's own scale) the bench's kNN was 67.4, at half 71.0 (docs/experiments.md#pretext-tasks).
 // - one pair per image per step: ours all 8 (`allNeighbours`), as RotNet takes all 4 rotations: 8 labels an image in a short schedule.
 // - images resized to 150k-450k pixels: ours a crop of 60-100% of a 28 px (or 64 px) image.
 // - colour dropping or projection: ours dropping (RGB), and greyscale on 20% of patches.
@@ -16,7 +17,10 @@
 import { z } from 'zod';
 import { NEIGHBOUR_CELLS, relativeLocationPipeline, type PipelineSpec } from '../data/index.js';
 import { defineMethod, type MethodContext } from './method.js';
-import { PretextMethod, pretextHeadField, pretextPatchField, pretextPatchSize, resolvePatchSize } from './parts/pretext.js';
+import { PretextMethod, pretextHeadField, pretextPatchField, pretextPatchSize } from './parts/pretext.js';
+
+/** Patch side = view side / this. */
+const RELLOC_PATCHES_PER_VIEW = 2;
 
 export const RelLocOptions = z
   .object({
@@ -39,7 +43,7 @@ export class RelLoc extends PretextMethod {
 
   pipeline(): PipelineSpec {
     const { patchSize, colorDrop, allNeighbours } = this.options;
-    return relativeLocationPipeline({ ...this.recipe, patchSize: patchSize ?? pretextPatchSize(this.recipe), colorDrop, allNeighbours });
+    return relativeLocationPipeline({ ...this.recipe, patchSize: patchSize ?? pretextPatchSize(this.recipe, RELLOC_PATCHES_PER_VIEW), colorDrop, allNeighbours });
   }
 }
 
@@ -48,6 +52,6 @@ export const rellocSpec = defineMethod({
   description: 'relative location: where (of 8) a neighbouring patch sits around the centre patch',
   options: RelLocOptions,
   recipe: { lr: 0.1 },
-  resolve: resolvePatchSize,
+  resolve: (_name, o, ctx) => ({ ...o, patchSize: o.patchSize ?? pretextPatchSize(ctx.recipe, RELLOC_PATCHES_PER_VIEW) }),
   create: (_name, o, ctx) => new RelLoc(o, ctx),
 });

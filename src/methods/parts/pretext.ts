@@ -23,10 +23,11 @@ export const pretextHeadField = (width: number) => z.number().int().min(0).defau
  * Default patch side of the grid tasks: a quarter of the view (8 px at 32, 16
  * at 64), about the size a cell's sub-crop has in the view, so patches reach
  * the backbone at the scale whole images do, as the papers' patches are cut
- * at the image's own resolution.
+ * at the image's own resolution. `perView` 2 (relative location) zooms them
+ * twice.
  */
-export function pretextPatchSize(recipe: RecipeOptions): number {
-  return Math.max(4, Math.round((recipe.size ?? 32) / 4));
+export function pretextPatchSize(recipe: RecipeOptions, perView = 4): number {
+  return Math.max(4, Math.round((recipe.size ?? 32) / perView));
 }
 
 /** Side of each patch of a grid task in pixels; unset means pretextPatchSize, which resolvePatchSize records when a run starts. */
