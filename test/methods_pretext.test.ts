@@ -247,7 +247,10 @@ async function untrainedKnn(): Promise<number> {
 }
 
 /** Trains `method` on the first `images` (1,000 or more) for `epochs` of `batchSize`; the untrained and trained kNN and each epoch's pretext accuracy. */
-async function pretextRun(method: string, { lr, epochs, batchSize, images }: { lr: number; epochs: number; batchSize: number; images: number }) {
+async function pretextRun(
+  method: string,
+  { lr, epochs, batchSize, images, methodOptions = {} }: { lr: number; epochs: number; batchSize: number; images: number; methodOptions?: Record<string, unknown> },
+) {
   untrained ??= untrainedKnn();
   const random = await untrained;
   const started = performance.now();
@@ -258,6 +261,7 @@ async function pretextRun(method: string, { lr, epochs, batchSize, images }: { l
     dataset: { limit: images },
     onlineKnn: { ...KNN, every: epochs },
     checkpoint: { everyEpochs: epochs },
+    methodOptions,
   }, lr);
   const result = await train(config, { quiet: true, log: () => undefined });
   const trained = result.metrics.at(-1)?.knn?.top1;
@@ -291,8 +295,10 @@ test('jigsaw, 31 steps: the 100-way accuracy rises far above chance and the kNN 
 // docs/experiments.md#pretext-tasks): this run checks that the task is learnt
 // and the features stay usable, not that they improve.
 test('relloc, 31 steps: the 8-way accuracy rises far above chance and the kNN stays near the untrained network\'s', async () => {
-  // Measured: kNN 63.4 vs 63.3, accuracy 0.27.
-  const { random, trained, accuracy } = await pretextRun('relloc', { lr: 0.1, epochs: 1, batchSize: 32, images: 1000 });
+  // Measured: kNN 62.7 vs 63.3, accuracy 0.26. 8 px patches, not the default
+  // 16: in 31 steps at width 4 the zoomed patches cost 8 kNN points (54.8),
+  // though at the bench's length they gain 3.6 (docs/experiments.md).
+  const { random, trained, accuracy } = await pretextRun('relloc', { lr: 0.1, epochs: 1, batchSize: 32, images: 1000, methodOptions: { patchSize: 8 } });
   assert.ok(accuracy.at(-1)! > 0.125 + 0.08, `relloc accuracy ${accuracy.join(' ')} (chance 0.125)`);
   assert.ok(trained > random - 5, `kNN ${trained} after training vs ${random} untrained`);
 });
