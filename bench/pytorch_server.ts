@@ -55,8 +55,9 @@ export class PytorchServer {
     return ((await this.next()) as { parameters: number }).parameters;
   }
 
-  async steps(threads: number, count: number): Promise<number[]> {
-    this.child.stdin.write(`${threads} ${count}\n`);
+  /** `count` steps at `threads` threads; `bf16`: under torch.autocast('cpu', dtype=torch.bfloat16). */
+  async steps(threads: number, count: number, bf16 = false): Promise<number[]> {
+    this.child.stdin.write(`${threads} ${count}${bf16 ? ' bf16' : ''}\n`);
     return ((await this.next()) as { stepsMs: number[] }).stepsMs;
   }
 

@@ -125,10 +125,14 @@ class Stepper:
         self.y = torch.randint(0, spec["numClasses"], (batch,))
         self.parameters = sum(p.numel() for p in self.model.parameters())
 
-    def step(self):
+    def step(self, bf16=False):
+        """bf16: the forward under CPU bf16 autocast (convolutions and linear
+        layers in bfloat16, weights and optimizer in f32), as PyTorch's mixed
+        precision on CPU runs; backward follows the autocast dtypes."""
         start = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(self.x), self.y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(self.model(self.x), self.y)
         loss.backward()
         self.opt.step()
         loss.item()  # the step is finished when its loss is read
@@ -137,14 +141,17 @@ class Stepper:
 
 def serve(spec, batch):
     """First a JSON line with the parameter count; then each stdin line
-    `THREADS COUNT` runs COUNT steps at THREADS threads and answers one JSON
-    line with their times in ms; end of input exits."""
+    `THREADS COUNT [bf16]` runs COUNT steps at THREADS threads (in bf16
+    autocast when the third word is bf16) and answers one JSON line with
+    their times in ms; end of input exits."""
     stepper = Stepper(spec, batch)
     print(json.dumps({"torch": torch.__version__, "parameters": stepper.parameters}), flush=True)
     for line in sys.stdin:
-        threads, count = (int(v) for v in line.split())
+        words = line.split()
+        threads, count = int(words[0]), int(words[1])
+        bf16 = len(words) > 2 and words[2] == "bf16"
         torch.set_num_threads(threads)
-        print(json.dumps({"threads": threads, "stepsMs": [stepper.step() for _ in range(count)]}), flush=True)
+        print(json.dumps({"threads": threads, "stepsMs": [stepper.step(bf16) for _ in range(count)]}), flush=True)
 
 
 def main():

@@ -14,9 +14,21 @@ dnnl::stream& cpuStream() {
   return stream;
 }
 
+static Precision precision = Precision::F32;
+
+Precision currentPrecision() { return precision; }
+
+bool bf16Supported() {
+  auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  auto bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  return (isa & bf16) == bf16;  // oneDNN's ISA values are nested bit masks
+}
+
 std::string describe(const dnnl::memory::desc& d) {
   const dnnl_memory_desc_t& m = d.data;
-  std::string s = std::to_string(m.ndims) + ":" + std::to_string(static_cast<int>(m.format_kind));
+  // The data type too: an f32 -> f32 and an f32 -> bf16 reorder between the same layouts differ.
+  std::string s = std::to_string(m.ndims) + ":" + std::to_string(static_cast<int>(m.format_kind)) + "t" +
+                  std::to_string(static_cast<int>(m.data_type));
   for (int i = 0; i < m.ndims; ++i) s += "," + std::to_string(m.dims[i]);
   if (m.format_kind == dnnl_blocked) {
     const auto& b = m.format_desc.blocking;
@@ -118,6 +130,24 @@ static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), omp_get_max_threads());
 }
 
+// setPrecision("f32" | "bf16"): the precision of convolutions and matmuls
+// from now on (see common.h); returns the one now in force.
+static Napi::Value SetPrecision(const Napi::CallbackInfo& info) {
+  std::string want = info[0].As<Napi::String>().Utf8Value();
+  if (want == "bf16") {
+    if (!bf16Supported()) {
+      throw Napi::Error::New(info.Env(), "bf16 precision needs a CPU with AVX512-BF16; oneDNN reports ISA " +
+                                             std::to_string(static_cast<int>(dnnl::get_effective_cpu_isa())));
+    }
+    precision = Precision::BF16;
+  } else if (want == "f32") {
+    precision = Precision::F32;
+  } else {
+    throw Napi::TypeError::New(info.Env(), "setPrecision: expected 'f32' or 'bf16', got '" + want + "'");
+  }
+  return Napi::String::New(info.Env(), want);
+}
+
 static Napi::Value GetInfo(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto out = Napi::Object::New(env);
@@ -125,6 +155,8 @@ static Napi::Value GetInfo(const Napi::CallbackInfo& info) {
   out.Set("onednn", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch));
   out.Set("threads", omp_get_max_threads());
   out.Set("isa", static_cast<int>(dnnl::get_effective_cpu_isa()));
+  out.Set("bf16", bf16Supported());
+  out.Set("precision", precision == Precision::BF16 ? "bf16" : "f32");
   return out;
 }
 
@@ -142,6 +174,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   if (omp_get_thread_num() != 0) pthread_sigmask(SIG_BLOCK, &asyncSignals(), nullptr);
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, GetInfo));
+  exports.Set("setPrecision", Napi::Function::New(env, SetPrecision));
   InitConv(env, exports);
   InitMatmul(env, exports);
   InitBatchNorm(env, exports);

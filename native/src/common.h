@@ -24,6 +24,20 @@ namespace selfsup {
 dnnl::engine& cpuEngine();
 dnnl::stream& cpuStream();
 
+// The process-wide precision of convolutions and matmuls (setPrecision from
+// JavaScript). In bf16 their inputs (src/weights, diff_dst) are reordered to
+// bfloat16 inside the kernel and oneDNN accumulates in f32 and writes f32
+// outputs: the buffers JavaScript sees are float32 either way. Primitive
+// caches key on it, so switching back and forth rebuilds nothing.
+enum class Precision { F32 = 0, BF16 = 1 };
+Precision currentPrecision();
+// Whether oneDNN runs native bf16 kernels here (AVX512-BF16 or better).
+bool bf16Supported();
+// The data type of a convolution's or matmul's inputs under the current precision.
+inline dnnl::memory::data_type computeType() {
+  return currentPrecision() == Precision::BF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+}
+
 // Raw pointer to a Float32Array's elements (no copy).
 inline float* floatData(const Napi::Value& v, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
@@ -117,6 +131,44 @@ class ShapeCache {
   std::list<std::string> order_;
   std::unordered_map<std::string, std::pair<std::unique_ptr<T>, std::list<std::string>::iterator>> map_;
 };
+
+// Runs a scope on at most `n` OpenMP threads (oneDNN sizes its work
+// partition by omp_get_max_threads() when a primitive is created and runs it so).
+class ThreadLimit {
+ public:
+  explicit ThreadLimit(bool on, int n = 1) : saved_(omp_get_max_threads()), on_(on && n < saved_) {
+    if (on_) omp_set_num_threads(n);
+  }
+  ~ThreadLimit() {
+    if (on_) omp_set_num_threads(saved_);
+  }
+  ThreadLimit(const ThreadLimit&) = delete;
+  ThreadLimit& operator=(const ThreadLimit&) = delete;
+
+ private:
+  int saved_;
+  bool on_;
+};
+
+// Whether a oneDNN implementation name is a reference (slow, scalar) kernel.
+inline bool isReference(const char* impl) { return std::string(impl).find("ref") != std::string::npos; }
+
+// The primitive descriptor `make(type)` builds with inputs (src, weights,
+// diff_dst) of the current precision's data type. In bf16 a shape oneDNN has
+// no fast bf16 kernel for (only its reference implementation, or none) is
+// built in f32 instead; the cached primitive's memory descs say which, and
+// staging converts the f32 buffers to match.
+template <typename Make>
+auto inPrecision(Make make) -> decltype(make(dnnl::memory::data_type::f32)) {
+  if (currentPrecision() == Precision::BF16) {
+    try {
+      auto pd = make(dnnl::memory::data_type::bf16);
+      if (!isReference(pd.impl_info_str())) return pd;
+    } catch (const dnnl::error&) {
+    }
+  }
+  return make(dnnl::memory::data_type::f32);
+}
 
 // A reorder from one layout to another, built once per shape pair.
 struct CachedReorder {

@@ -44,7 +44,7 @@ struct ConvShape {
     if (groups == 1) return memory::desc(weightDims(), dt::f32, memory::dims{1, oc, kw * icg * oc, icg * oc});
     return memory::desc(weightDims(), dt::f32, memory::dims{ocg, 1, oc, kw * icg * oc, icg * oc});
   }
-  memory::desc anyWeights() const { return memory::desc(weightDims(), dt::f32, tag::any); }
+  memory::desc anyWeights(dt type = dt::f32) const { return memory::desc(weightDims(), type, tag::any); }
   memory::dims strides() const { return {sh, sw}; }
   memory::dims dilates() const { return {dh - 1, dw - 1}; }
   memory::dims padL() const { return {pt, pl}; }
@@ -93,13 +93,17 @@ bool winogradShape(const ConvShape& s) {
          s.groups == 1 && s.c % 16 == 0 && s.oc % 16 == 0 && s.c >= 64 && s.oc >= 64 && s.oh >= 8 && s.ow >= 8;
 }
 
-memory::desc activations(const memory::desc& nhwc, bool blocked = false) {
-  return layoutChoice() == Layout::Nhwc && !blocked ? nhwc : memory::desc(nhwc.dims(), dt::f32, tag::any);
+// `type`: f32, or bf16 for a convolution's inputs under bf16 precision
+// (its outputs stay f32: oneDNN accumulates in f32 and writes f32).
+memory::desc activations(const memory::desc& nhwc, bool blocked = false, dt type = dt::f32) {
+  return memory::desc(nhwc.dims(), type, layoutChoice() == Layout::Nhwc && !blocked ? tag::nhwc : tag::any);
 }
 
 // `winograd`: try Winograd where the shape allows it; oneDNN declines some
-// (padding above 1, for one), and those run direct.
-dnnl::convolution_forward::primitive_desc forwardPd(const ConvShape& s, bool withBias, bool withRelu, bool winograd) {
+// (padding above 1, for one), and those run direct. oneDNN 2.6 has Winograd
+// only in f32, so bf16 runs direct.
+dnnl::convolution_forward::primitive_desc forwardPd(const ConvShape& s, bool withBias, bool withRelu, bool winograd,
+                                                    dt type = dt::f32) {
   dnnl::primitive_attr attr;
   if (withRelu) {
     dnnl::post_ops ops;
@@ -109,11 +113,11 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvShape& s, bool wit
   auto make = [&](bool wino) {
     dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training,
                                       wino ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct,
-                                      activations(s.src(), wino), s.anyWeights(), withBias ? s.bias() : memory::desc(),
+                                      activations(s.src(), wino, type), s.anyWeights(type), withBias ? s.bias() : memory::desc(),
                                       activations(s.dst(), wino), s.strides(), s.dilates(), s.padL(), s.padR());
     return dnnl::convolution_forward::primitive_desc(d, attr, cpuEngine());
   };
-  if (winograd && winogradShape(s)) {
+  if (winograd && type == dt::f32 && winogradShape(s)) {
     try {
       return make(true);
     } catch (const dnnl::error&) {
@@ -126,8 +130,9 @@ dnnl::convolution_forward::primitive_desc forwardPd(const ConvShape& s, bool wit
 void runForward(const ConvShape& s, std::vector<int64_t> key, float* x, float* w, float* b, float* y,
                 const memory::desc* weights = nullptr) {
   key.push_back(b != nullptr);
+  key.push_back(static_cast<int64_t>(currentPrecision()));
   auto& fwd = forwardCache.get(keyOf("fwd", key), [&] {
-    auto pd = forwardPd(s, b != nullptr, s.relu != 0, true);
+    auto pd = inPrecision([&](dt type) { return forwardPd(s, b != nullptr, s.relu != 0, true, type); });
     return ConvPrimitive{dnnl::convolution_forward(pd), pd.src_desc(), pd.weights_desc(), pd.dst_desc()};
   });
   memory dst = stageOutput(s.dst(), y, fwd.dst, dstSlot);
@@ -160,11 +165,16 @@ bool backwardDataAsForward(const ConvShape& s) {
          (s.kw - 1) * s.dw >= std::max(s.pl, s.pr);
 }
 
+// The dims of the forward convolution that computes this shape's stride-1 backward-data.
+std::vector<int64_t> backwardDataForwardDims(const ConvShape& s) {
+  return {s.n, s.oh, s.ow, s.oc, s.kh, s.kw, s.c, s.h, s.w, 1, 1, s.dh, s.dw,
+          (s.kh - 1) * s.dh - s.pt, (s.kw - 1) * s.dw - s.pl, 0, 0, 1, 0};
+}
+
 std::vector<float> flippedSlot;
 
 void backwardDataByForward(const ConvShape& s, float* dy, float* w, float* dx) {
-  std::vector<int64_t> dims{s.n, s.oh, s.ow, s.oc, s.kh, s.kw, s.c, s.h, s.w, 1, 1, s.dh, s.dw,
-                            (s.kh - 1) * s.dh - s.pt, (s.kw - 1) * s.dw - s.pl, 0, 0, 1, 0};
+  std::vector<int64_t> dims = backwardDataForwardDims(s);
   ConvShape t(dims);
   // Only the spatial flip is copied (one contiguous block per tap); the
   // in/out channel swap is expressed as strides, so oneDNN's own (parallel)
@@ -180,6 +190,14 @@ void backwardDataByForward(const ConvShape& s, float* dy, float* w, float* dx) {
   runForward(t, dims, dy, flipped, nullptr, dx, &swapped);
 }
 
+dnnl::convolution_backward_data::primitive_desc backwardDataPd(const ConvShape& s) {
+  return inPrecision([&](dt type) {
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, activations(s.src()), s.anyWeights(type),
+                                            activations(s.dst(), false, type), s.strides(), s.dilates(), s.padL(), s.padR());
+    return dnnl::convolution_backward_data::primitive_desc(d, cpuEngine(), forwardPd(s, false, false, false, type));
+  });
+}
+
 Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   auto dims = intList(info[3], "dims");
   ConvShape s(dims);
@@ -191,10 +209,9 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
     backwardDataByForward(s, dy, w, dx);
     return info.Env().Undefined();
   }
+  dims.push_back(static_cast<int64_t>(currentPrecision()));
   auto& bwd = backwardDataCache.get(keyOf("bwd_data", dims), [&] {
-    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, activations(s.src()), s.anyWeights(),
-                                            activations(s.dst()), s.strides(), s.dilates(), s.padL(), s.padR());
-    dnnl::convolution_backward_data::primitive_desc pd(d, cpuEngine(), forwardPd(s, false, false, false));
+    auto pd = backwardDataPd(s);
     return ConvPrimitive{dnnl::convolution_backward_data(pd), pd.diff_src_desc(), pd.weights_desc(), pd.diff_dst_desc()};
   });
   memory diffSrc = stageOutput(s.src(), dx, bwd.src, srcSlot);
@@ -207,6 +224,21 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+dnnl::convolution_backward_weights::primitive_desc backwardWeightsPd(const ConvShape& s, bool withBias) {
+  return inPrecision([&](dt type) {
+    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, activations(s.src(), false, type),
+                                               s.anyWeights(), withBias ? s.bias() : memory::desc(),
+                                               activations(s.dst(), false, type), s.strides(), s.dilates(), s.padL(), s.padR());
+    dnnl::convolution_backward_weights::primitive_desc pd(d, cpuEngine(), forwardPd(s, withBias, false, false, type));
+    // oneDNN 2.6's jit_1x1:avx2 backward-weights kernel can spin forever in
+    // its threads' barrier (seen on 2 threads, ResNet's strided 1x1
+    // shortcut); the next implementation (gemm) is taken instead.
+    while (std::string(pd.impl_info_str()).rfind("jit_1x1:avx2", 0) == 0 && pd.next_impl()) {
+    }
+    return pd;
+  });
+}
+
 Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
   auto dims = intList(info[4], "dims");
   ConvShape s(dims);
@@ -216,16 +248,15 @@ Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
   float* dw = floatsOfLength(info[2], s.weightSize(), "dw");
   float* db = optionalFloatsOfLength(info[3], s.oc, "dbias");
   dims.push_back(db != nullptr);
+  dims.push_back(static_cast<int64_t>(currentPrecision()));
+  // In bf16, backward-weights is built and run on one thread: oneDNN 2.6's
+  // jit_bf16 kernel splits the minibatch over threads and reduces behind a
+  // spinning barrier, which collapses when another process holds a core
+  // (ResNet-18 w64, 2 threads on a loaded 2-core machine: 9.2 s of a 18.6 s
+  // step, against 0.6 s on one thread; the step went to 10.2 s, below f32's 12.4 s).
+  ThreadLimit oneThread(currentPrecision() == Precision::BF16);
   auto& bwd = backwardWeightsCache.get(keyOf("bwd_weights", dims), [&] {
-    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, activations(s.src()),
-                                               s.anyWeights(), db ? s.bias() : memory::desc(), activations(s.dst()),
-                                               s.strides(), s.dilates(), s.padL(), s.padR());
-    dnnl::convolution_backward_weights::primitive_desc pd(d, cpuEngine(), forwardPd(s, db != nullptr, false, false));
-    // oneDNN 2.6's jit_1x1:avx2 backward-weights kernel can spin forever in
-    // its threads' barrier (seen on 2 threads, ResNet's strided 1x1
-    // shortcut); the next implementation (gemm) is taken instead.
-    while (std::string(pd.impl_info_str()).rfind("jit_1x1:avx2", 0) == 0 && pd.next_impl()) {
-    }
+    auto pd = backwardWeightsPd(s, db != nullptr);
     return ConvPrimitive{dnnl::convolution_backward_weights(pd), pd.src_desc(), pd.diff_weights_desc(),
                          pd.diff_dst_desc()};
   });
@@ -240,11 +271,36 @@ Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// conv2dImplementation(dims): the oneDNN implementation the forward of this
-// shape runs (e.g. "jit_wino_4x3:avx512_core"), so tests can tell which path ran.
+// conv2dImplementation(dims, direction = "forward"): the oneDNN implementation
+// this shape runs at the current precision (e.g. "jit_wino_4x3:avx512_core"),
+// and its input data type after a space ("... bf16"), so tests and the
+// benchmark can tell which path ran. direction: forward | backwardData | backwardWeights.
 Napi::Value Conv2dImplementation(const Napi::CallbackInfo& info) {
   ConvShape s(intList(info[0], "dims"));
-  return Napi::String::New(info.Env(), forwardPd(s, false, s.relu != 0, true).impl_info_str());
+  std::string direction = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "forward";
+  auto name = [](const auto& pd, const memory::desc& in) {
+    return std::string(pd.impl_info_str()) + (in.data_type() == dt::bf16 ? " bf16" : " f32");
+  };
+  std::string out;
+  if (direction == "forward") {
+    auto pd = inPrecision([&](dt type) { return forwardPd(s, false, s.relu != 0, true, type); });
+    out = name(pd, pd.src_desc());
+  } else if (direction == "backwardData") {
+    if (backwardDataAsForward(s)) {
+      ConvShape t(backwardDataForwardDims(s));
+      auto pd = inPrecision([&](dt type) { return forwardPd(t, false, false, true, type); });
+      out = name(pd, pd.src_desc());
+    } else {
+      auto pd = backwardDataPd(s);
+      out = name(pd, pd.diff_dst_desc());
+    }
+  } else if (direction == "backwardWeights") {
+    auto pd = backwardWeightsPd(s, false);
+    out = name(pd, pd.src_desc());
+  } else {
+    throw Napi::TypeError::New(info.Env(), "conv2dImplementation: direction must be forward, backwardData or backwardWeights");
+  }
+  return Napi::String::New(info.Env(), out);
 }
 
 }  // namespace

@@ -208,6 +208,7 @@ function runsSection(runs: RunFolder[]): string {
       return knn ? formatNumber(knn.top1) : null;
     }],
     ['backend (run config)', (r) => str(at(r.config, 'backend'))],
+    ['precision (run config)', (r) => str(at(r.config, 'precision'))],
     ['loader workers', (r) => str(at(r.config, 'workers'))],
     ['backend (evaluations)', (r) => [...new Set(r.evals.map((e) => e.report.backend))].join(', ') || null],
     ['evaluation reports', (r) => String(r.evals.length)],

@@ -9,12 +9,22 @@ type Dims = number[];
 
 export interface NativeAddon {
   setThreads(n: number): number;
-  info(): { onednn: string; threads: number; isa: number };
+  /** bf16: whether oneDNN runs native bf16 kernels here; precision: the one in force. */
+  info(): { onednn: string; threads: number; isa: number; bf16: boolean; precision: 'f32' | 'bf16' };
+  /**
+   * Precision of convolutions and matmuls from now on, process-wide: bf16
+   * converts their inputs to bfloat16 inside the kernel and accumulates and
+   * writes f32 (buffers stay Float32Arrays). Throws for bf16 without AVX512-BF16.
+   */
+  setPrecision(precision: 'f32' | 'bf16'): string;
 
   /** dims: [N,H,W,C, KH,KW,OC, OH,OW, strideH,strideW, dilH,dilW, padTop,padLeft,padBottom,padRight, groups, relu] */
   conv2d(x: F32, w: F32, bias: F32 | null, y: F32, dims: Dims): void;
-  /** The oneDNN implementation the forward of this shape runs, e.g. `jit_wino_4x3:avx512_core`. */
-  conv2dImplementation(dims: Dims): string;
+  /**
+   * The oneDNN implementation this shape runs in `direction` (default forward)
+   * at the current precision, then its input data type: e.g. `jit_wino_4x3:avx512_core f32`.
+   */
+  conv2dImplementation(dims: Dims, direction?: 'forward' | 'backwardData' | 'backwardWeights'): string;
   /** dx from dy; same dims as conv2d (relu ignored). */
   conv2dBackwardData(dy: F32, w: F32, dx: F32, dims: Dims): void;
   /** dw (and optionally dbias) from x and dy; same dims as conv2d. */
@@ -22,6 +32,8 @@ export interface NativeAddon {
 
   /** dims: [batchA, batchB, M, K, N, transposeA, transposeB, activation(0 none,1 relu)]; batch of A or B may be 1 (broadcast). */
   matmul(a: F32, b: F32, bias: F32 | null, c: F32, dims: Dims): void;
+  /** The oneDNN implementation and input data type of this matmul at the current precision, e.g. `brg:avx512_core_bf16 bf16`. */
+  matmulImplementation(dims: Dims): string;
 
   /** Training-mode batch norm over [rows, C] (NHWC flattened). Writes y, batch mean and biased variance. */
   batchNormTrain(x: F32, gamma: F32, beta: F32, y: F32, mean: F32, variance: F32, dims: Dims, epsilon: number, residual: F32 | null, relu: boolean): void;

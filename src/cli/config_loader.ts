@@ -25,6 +25,7 @@ export const CONFIG_FLAGS = {
   seed: ['seed'],
   workers: ['workers'],
   backend: ['backend'],
+  precision: ['precision'],
   out: ['out'],
 } as const satisfies Record<string, readonly string[]>;
 

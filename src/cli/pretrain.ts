@@ -10,7 +10,7 @@ import { LAST_CHECKPOINT, readCheckpoint } from '../io/checkpoint.js';
 import { methodNames, methodSpec } from '../methods/registry.js';
 import { ARCHS, STEMS } from '../nn/backbone.js';
 import { closeWorld, worldCommunicator } from '../dist/communicator.js';
-import { BACKENDS, type RunConfig } from '../train/config.js';
+import { BACKENDS, PRECISIONS, type RunConfig } from '../train/config.js';
 import type { TrainOptions, TrainResult } from '../train/trainer.js';
 import { CONFIG_FLAGS, readConfigFile, resolveRunConfig, type ConfigFlag } from './config_loader.js';
 import { flagAttribute, nonNegativeInt, nonNegativeNumber, positiveInt, positiveNumber } from '../app/flags.js';
@@ -83,6 +83,10 @@ export function registerPretrainCommand(program: Command): void {
     .option('--seed <n>', `random seed (default: ${d.seed})`, nonNegativeInt)
     .option('--workers <n>', `loader worker threads, 0 = none (default: ${d.workers})`, nonNegativeInt)
     .addOption(new Option('--backend <name>', `tfjs backend (default: ${d.backend}: the fastest that loads)`).choices([...BACKENDS]))
+    .addOption(
+      new Option('--precision <kind>', `convolutions and matmuls in bf16 with f32 accumulation (native backend, AVX512-BF16 CPUs); auto = f32 (default: ${d.precision})`)
+        .choices([...PRECISIONS]),
+    )
     .option('--out <dir>', 'run folder: checkpoints, metrics.jsonl (required, here or in --config)')
     .option('--config <file>', 'YAML run file (keys as in src/train/config.ts); flags given override it')
     .option('--resume', 'continue the run in --out from its last checkpoint, with its stored config')

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { parseOrThrow } from '../core/schema.js';
 import { DatasetConfig } from '../data/dataset_config.js';
+import { PRECISIONS } from '../backend/precision.js';
 import { methodNames, methodSpec, parseMethodOptions } from '../methods/registry.js';
 import { BackboneConfig } from '../nn/backbone.js';
 
@@ -64,6 +65,7 @@ function withMethodRecipe(raw: unknown): unknown {
 }
 
 export const BACKENDS = ['auto', 'native', 'wasm', 'webgpu', 'cpu'] as const;
+export { PRECISIONS };
 
 const RunConfigFields = z
   .object({
@@ -80,6 +82,12 @@ const RunConfigFields = z
     /** Loader worker threads (0 = build batches on the training thread). */
     workers: z.number().int().min(0).default(1),
     backend: z.enum(BACKENDS).default('auto'),
+    /**
+     * Convolutions and matmuls in bf16 with f32 accumulation (native backend,
+     * AVX512-BF16 CPUs); weights, optimizer state, BN statistics and losses
+     * stay f32. `auto` is f32: bf16 is opt-in.
+     */
+    precision: z.enum(PRECISIONS).default('auto'),
     /** Run directory: checkpoints, metrics.jsonl, config. */
     out: z.string().min(1),
     checkpoint: z

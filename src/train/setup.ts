@@ -9,6 +9,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
+import { nativePrecision, resolvePrecision, usePrecision, type ResolvedPrecision } from '../backend/precision.js';
 import { useBackend } from '../backend/select.js';
 import { writeFileAtomic } from '../core/files.js';
 import { worldCommunicator, type Communicator } from '../dist/communicator.js';
@@ -16,7 +17,7 @@ import { broadcastTensors, broadcastVariables } from '../dist/tensors.js';
 import { dataFacts, loadTrainingSet, type DataFacts } from '../data/dataset_config.js';
 import { Loader, type ImageSet } from '../data/index.js';
 import { LAST_CHECKPOINT, readCheckpoint, restoreMethod, restoreOptimizer, type Checkpoint, type CheckpointState } from '../io/checkpoint.js';
-import { createMethod, methodContext, resolveMethodOptions, type Method, type MethodContext } from '../methods/index.js';
+import { checkpointMethodOptions, createMethod, methodContext, resolveMethodOptions, type Method, type MethodContext } from '../methods/index.js';
 import { archLabel } from '../nn/backbone.js';
 import { parseRunConfig, type RunConfig } from './config.js';
 import type { EpochMetrics } from './metrics.js';
@@ -43,6 +44,8 @@ export interface Run {
   outDir: string;
   lastPath: string;
   backend: string;
+  /** What the run config's precision resolved to on this backend and CPU. */
+  precision: ResolvedPrecision;
   trainSet: ImageSet;
   facts: DataFacts;
   method: Method;
@@ -93,7 +96,7 @@ export function broadcastRunState(comm: Communicator, method: Method, optimizer:
 }
 
 /** Keys a resumed run takes from the new config; every other key comes from the checkpoint. */
-const RUNTIME_KEYS = new Set<keyof RunConfig>(['out', 'epochs', 'workers', 'backend', 'checkpoint', 'onlineKnn']);
+const RUNTIME_KEYS = new Set<keyof RunConfig>(['out', 'epochs', 'workers', 'backend', 'precision', 'checkpoint', 'onlineKnn']);
 
 function resumeConfig(given: RunConfig, saved: RunConfig, log: (line: string) => void): RunConfig {
   const merged: Record<string, unknown> = { ...saved };
@@ -142,12 +145,15 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
     const saved = parseRunConfig(resumed.state.config, `checkpoint ${lastPath}: its config`);
     assertCompatible(resumed, config);
     config = resumeConfig(config, saved, log);
+    config = { ...config, methodOptions: checkpointMethodOptions(config.method, config.methodOptions, Object.keys(resumed.model)) };
   } else if (existsSync(lastPath)) {
     throw new Error(`${outDir} already holds a run (${LAST_CHECKPOINT}); resume it, or choose another output folder`);
   }
+  const backend = await useBackend(config.backend);
+  // Checked before the run makes its folder; set once the run's cleanups can restore it.
+  resolvePrecision(config.precision, backend);
   mkdirSync(outDir, { recursive: true });
 
-  const backend = await useBackend(config.backend);
   const trainSet = await loadTrainingSet(config.dataset);
   const facts = dataFacts(trainSet);
   const ctx = methodContext(config, { ...facts, datasetSize: trainSet.count });
@@ -162,7 +168,10 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
     }
     method.useCommunicator(comm);
   }
-  const cleanups: Array<() => unknown> = [() => method.dispose()];
+  // The addon's precision is process-wide: what ran before this run comes back after it.
+  const previousPrecision = backend === 'native' ? nativePrecision() : 'f32';
+  const precision = usePrecision(config.precision, backend);
+  const cleanups: Array<() => unknown> = [() => usePrecision(previousPrecision, backend), () => method.dispose()];
   const dispose = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   };
@@ -213,6 +222,7 @@ export async function setupRun(config: RunConfig, opts: SetupOptions = {}): Prom
       outDir,
       lastPath,
       backend,
+      precision,
       trainSet,
       facts,
       method,
