@@ -12,6 +12,11 @@
 // and its better figure counts. Native and PyTorch steps are interleaved (one
 // native step, then one PyTorch step at each thread count, round after round)
 // so that the machine's speed drift hits both engines alike.
+// bf16 (unless --no-bf16): native in bf16 precision (convolutions and matmuls
+// in bfloat16, f32 accumulation; src/backend/precision.ts) right after each
+// native f32 step, and PyTorch under torch.autocast('cpu', dtype=torch.bfloat16)
+// after its f32 steps: rows native-bf16 and pytorch-bf16, ratios bf16/f32 and
+// native-bf16/pytorch-bf16.
 // Results go to bench/results/<timestamp>.json in the repository.
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +25,7 @@ import { Command } from 'commander';
 import * as tf from '../src/core/tf.js';
 import type { Scalar, Tensor, Tensor2D, Tensor4D } from '@tensorflow/tfjs-core';
 import { BACKEND_NAMES, useBackend, type BackendName } from '../src/backend/select.js';
+import { resolvePrecision, usePrecision, type ResolvedPrecision } from '../src/backend/precision.js';
 import { positiveInt } from '../src/app/flags.js';
 import { Mulberry32 } from '../src/core/random.js';
 import { ConvNet, ResNet, normal } from '../src/nn/index.js';
@@ -28,6 +34,7 @@ import { SGD, namedParameters } from '../src/train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../src/data/index.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
 import { repoRoot } from './rows.js';
+import { runMethodSteps, type MethodStepFlags } from './method_steps.js';
 
 /** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
 interface ModelSpec {
@@ -72,6 +79,8 @@ interface BenchOptions {
   quick?: boolean;
   budget: number;
   pytorch: boolean;
+  /** false with --no-bf16. */
+  bf16: boolean;
   profile: string | false;
   json?: boolean;
   loader: boolean;
@@ -164,10 +173,16 @@ async function timePytorch(spec: ModelSpec, batch: number, steps: number, warmup
 /**
  * Native and PyTorch on the same model, step by step in turns (see the header):
  * each round times one native step, then one PyTorch step at each thread
- * count; PyTorch's figure is its better thread count's.
+ * count; PyTorch's figure is its better thread count's. With `bf16` (a reason
+ * string when bf16 is not timed), each round also times one native step in
+ * bf16 precision right after the f32 one, and PyTorch steps under bf16
+ * autocast after its f32 ones: rows native-bf16 and pytorch-bf16.
  */
-async function timeNativeAndPytorch(spec: ModelSpec, batch: number, steps: number, warmup: number, budgetS: number) {
-  const result: { native: EngineResult; pytorch: EngineResult } = { native: { skipped: 'not timed' }, pytorch: { skipped: 'not timed' } };
+async function timeNativeAndPytorch(spec: ModelSpec, batch: number, steps: number, warmup: number, budgetS: number, noBf16?: string) {
+  const result: Record<string, EngineResult> = { native: { skipped: 'not timed' } };
+  if (!noBf16) result['native-bf16'] = { skipped: 'not timed' };
+  result.pytorch = { skipped: 'not timed' };
+  if (!noBf16) result['pytorch-bf16'] = { skipped: 'not timed' };
   try {
     await useBackend('native');
   } catch (err) {
@@ -176,51 +191,79 @@ async function timeNativeAndPytorch(spec: ModelSpec, batch: number, steps: numbe
   }
   const run = trainingStep(spec, batch);
   const server = new PytorchServer(pytorchScript(), spec, batch);
+  const precisions: ResolvedPrecision[] = noBf16 ? ['f32'] : ['f32', 'bf16'];
+  const nativeName = (p: ResolvedPrecision) => (p === 'bf16' ? 'native-bf16' : 'native');
+  const torchName = (p: ResolvedPrecision) => (p === 'bf16' ? 'pytorch-bf16' : 'pytorch');
   try {
     const parameters = await server.ready();
-    const nativeMs: number[] = [];
-    const torchMs = new Map(PYTORCH_THREADS.map((t) => [t, [] as number[]]));
-    const nativeStep = () => {
+    const nativeMs = new Map(precisions.map((p) => [p, [] as number[]]));
+    const torchMs = new Map(precisions.map((p) => [p, new Map(PYTORCH_THREADS.map((t) => [t, [] as number[]]))]));
+    const nativeStep = (precision: ResolvedPrecision) => {
+      usePrecision(precision, 'native');
       const t0 = performance.now();
       run.step().dispose();
       return performance.now() - t0;
     };
-    for (let i = 0; i < warmup; i++) log(`${spec.id} on native: warm-up ${i + 1}/${warmup} ${fmt(nativeStep())} ms`);
-    for (const t of PYTORCH_THREADS) log(`${spec.id} on pytorch (${t} thr): warm-up ${(await server.steps(t, warmup)).map((ms) => fmt(ms)).join(', ')} ms`);
+    for (const p of precisions) {
+      for (let i = 0; i < warmup; i++) log(`${spec.id} on ${nativeName(p)}: warm-up ${i + 1}/${warmup} ${fmt(nativeStep(p))} ms`);
+    }
+    for (const p of precisions) {
+      for (const t of PYTORCH_THREADS) {
+        log(`${spec.id} on ${torchName(p)} (${t} thr): warm-up ${(await server.steps(t, warmup, p === 'bf16')).map((ms) => fmt(ms)).join(', ')} ms`);
+      }
+    }
     const tensorsBefore = tf.memory().numTensors;
     const started = performance.now();
+    let nativeSteps = 0;
     for (let round = 0; round < steps; round++) {
-      nativeMs.push(nativeStep());
-      const torch: string[] = [];
-      for (const t of PYTORCH_THREADS) {
-        const [ms] = await server.steps(t, 1);
-        torchMs.get(t)!.push(ms!);
-        torch.push(`${fmt(ms!)} ms at ${t} thr`);
+      const said: string[] = [];
+      for (const p of precisions) {
+        nativeMs.get(p)!.push(nativeStep(p));
+        nativeSteps++;
+        said.push(`${nativeName(p)} ${fmt(nativeMs.get(p)!.at(-1)!)} ms`);
       }
-      log(`${spec.id} round ${round + 1}/${steps}: native ${fmt(nativeMs.at(-1)!)} ms, pytorch ${torch.join(', ')}`);
+      for (const p of precisions) {
+        const torch: string[] = [];
+        for (const t of PYTORCH_THREADS) {
+          const [ms] = await server.steps(t, 1, p === 'bf16');
+          torchMs.get(p)!.get(t)!.push(ms!);
+          torch.push(`${fmt(ms!)} ms at ${t} thr`);
+        }
+        said.push(`${torchName(p)} ${torch.join(', ')}`);
+      }
+      log(`${spec.id} round ${round + 1}/${steps}: ${said.join(', ')}`);
       if ((performance.now() - started) / 1000 > budgetS && round + 1 < steps) {
         log(`${spec.id}: over the ${budgetS} s budget, stopping at ${round + 1} rounds`);
         break;
       }
     }
-    const leak = (tf.memory().numTensors - tensorsBefore) / nativeMs.length;
-    result.native = timing(nativeMs, batch, { parameters: run.parameters, tensorLeakPerStep: leak });
-    result.pytorch = bestPytorch(torchMs, batch, parameters);
+    const leak = (tf.memory().numTensors - tensorsBefore) / nativeSteps;
+    for (const p of precisions) {
+      result[nativeName(p)] = timing(nativeMs.get(p)!, batch, { parameters: run.parameters, tensorLeakPerStep: leak });
+      result[torchName(p)] = bestPytorch(torchMs.get(p)!, batch, parameters);
+    }
   } catch (err) {
     const why = `failed: ${err instanceof Error ? err.message : String(err)}`;
-    if (!isTiming(result.native)) result.native = { skipped: why };
-    result.pytorch = { skipped: why };
+    for (const p of precisions) {
+      if (!isTiming(result[nativeName(p)])) result[nativeName(p)] = { skipped: why };
+      result[torchName(p)] = { skipped: why };
+    }
   } finally {
+    usePrecision('f32', 'native');
     server.close();
     run.dispose();
   }
   return result;
 }
 
-async function timeTfjs(spec: ModelSpec, batch: number, backend: BackendName, steps: number, warmup: number, budgetS: number): Promise<EngineResult> {
+/** `precision` bf16: native in bf16 precision (the native-bf16 row when PyTorch is not timed). */
+async function timeTfjs(
+  spec: ModelSpec, batch: number, backend: BackendName, steps: number, warmup: number, budgetS: number, precision: ResolvedPrecision = 'f32',
+): Promise<EngineResult> {
   if (backend === 'cpu' && spec.arch === 'resnet') return { skipped: 'pure-JS cpu backend: hours per ResNet step' };
   try {
     await useBackend(backend);
+    if (precision === 'bf16') usePrecision('bf16', backend);
   } catch (err) {
     return { skipped: err instanceof Error ? err.message : String(err) };
   }
@@ -247,7 +290,20 @@ async function timeTfjs(spec: ModelSpec, batch: number, backend: BackendName, st
   } catch (err) {
     return { skipped: `failed: ${err instanceof Error ? err.message : String(err)}` };
   } finally {
+    if (precision === 'bf16') usePrecision('f32', backend);
     run.dispose();
+  }
+}
+
+/** Why native bf16 is not timed (--no-bf16, no native, a CPU without AVX512-BF16), or undefined when it is. */
+function bf16Skipped(opts: BenchOptions, backends: BackendName[]): string | undefined {
+  if (!opts.bf16) return '--no-bf16';
+  if (!backends.includes('native')) return 'native is not timed';
+  try {
+    resolvePrecision('bf16', 'native');
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
   }
 }
 
@@ -300,7 +356,7 @@ function table(spec: ModelSpec, batch: number, results: Record<string, EngineRes
   const lines = [`\n${spec.id} (${spec.key}): ${spec.label}, batch ${batch}, ${spec.size}x${spec.size}x${spec.inChannels}`];
   lines.push(`  ${'engine'.padEnd(20)}${'images/s'.padStart(10)}${'ms/step'.padStart(11)}${'steps'.padStart(7)}`);
   for (const [engine, r] of Object.entries(results)) {
-    const name = engine === 'pytorch' && isTiming(r) ? `pytorch (${r.threads} thr)` : engine;
+    const name = (engine === 'pytorch' || engine === 'pytorch-bf16') && isTiming(r) ? `${engine} (${r.threads} thr)` : engine;
     if (!isTiming(r)) {
       lines.push(`  ${name.padEnd(20)}skipped: ${r.skipped}`);
       continue;
@@ -317,7 +373,7 @@ function table(spec: ModelSpec, batch: number, results: Record<string, EngineRes
 
 function modelRatios(results: Record<string, EngineResult>): Record<string, number> {
   const out: Record<string, number> = {};
-  const engines = Object.keys(results).filter((e) => e !== 'pytorch');
+  const engines = Object.keys(results).filter((e) => !['pytorch', 'native-bf16', 'pytorch-bf16'].includes(e));
   for (const e of engines) {
     const r = ratio(results, e, 'pytorch');
     if (r !== undefined) out[`${e}/pytorch`] = r;
@@ -325,6 +381,11 @@ function modelRatios(results: Record<string, EngineResult>): Record<string, numb
   for (const e of engines.filter((e) => e !== 'native')) {
     const r = ratio(results, 'native', e);
     if (r !== undefined) out[`native/${e}`] = r;
+  }
+  // bf16: native's speed-up over its own f32 steps, and native against PyTorch, both in bf16.
+  for (const [name, a, b] of [['bf16/f32', 'native-bf16', 'native'], ['native-bf16/pytorch-bf16', 'native-bf16', 'pytorch-bf16']] as const) {
+    const r = ratio(results, a, b);
+    if (r !== undefined) out[name] = r;
   }
   return out;
 }
@@ -364,6 +425,8 @@ async function runBench(opts: BenchOptions): Promise<void> {
 
   const noPytorch = opts.pytorch ? pytorchUnavailable() : '--no-pytorch';
   if (noPytorch && opts.pytorch) say(`note: PyTorch skipped: ${noPytorch}`);
+  const noBf16 = bf16Skipped(opts, backends);
+  if (noBf16 && opts.bf16) say(`note: bf16 skipped: ${noBf16}`);
 
   // Engines take turns over all models, wasm last: its multi-gigabyte heap
   // slows every later native step in the same process.
@@ -373,11 +436,14 @@ async function runBench(opts: BenchOptions): Promise<void> {
     for (const spec of models) {
       const n = backend === 'wasm' ? wasmSteps : steps;
       results.get(spec.key)![backend] = await timeTfjs(spec, batchOf(spec), backend, n, opts.warmup, opts.budget);
+      if (backend === 'native' && !noBf16) {
+        results.get(spec.key)!['native-bf16'] = await timeTfjs(spec, batchOf(spec), backend, n, opts.warmup, opts.budget, 'bf16');
+      }
     }
   };
   const interleaved = !noPytorch && backends.includes('native');
   if (interleaved) {
-    for (const spec of models) Object.assign(results.get(spec.key)!, await timeNativeAndPytorch(spec, batchOf(spec), steps, opts.warmup, opts.budget));
+    for (const spec of models) Object.assign(results.get(spec.key)!, await timeNativeAndPytorch(spec, batchOf(spec), steps, opts.warmup, opts.budget, noBf16));
   }
   for (const backend of backends.filter((b) => b !== 'wasm' && !(interleaved && b === 'native'))) await timeBackend(backend);
   if (!interleaved) {
@@ -434,8 +500,10 @@ async function runBench(opts: BenchOptions): Promise<void> {
     return;
   }
   for (const { model, ratios } of report) {
-    const r = ratios['native/pytorch'];
-    say(`native/pytorch ${model.id}: ${r === undefined ? 'n/a' : `${fmt(r, 2)}x`}`);
+    for (const name of ['native/pytorch', ...(opts.bf16 ? ['bf16/f32', 'native-bf16/pytorch-bf16'] : [])]) {
+      const r = ratios[name];
+      say(`${name} ${model.id}: ${r === undefined ? 'n/a' : `${fmt(r, 2)}x`}`);
+    }
   }
 }
 
@@ -501,13 +569,19 @@ async function main(): Promise<void> {
     .option('--quick', 'fewer steps (5 timed)')
     .option('--budget <seconds>', 'stop timing an engine on a model after this long (keeps at least one timed step)', positiveInt, 600)
     .option('--no-pytorch', 'skip the PyTorch CPU reference')
+    .option('--no-bf16', "skip the bf16 rows: native in bf16 precision and PyTorch's CPU bf16 autocast")
     .option('--profile <model>', 'model whose training step is profiled per kernel on the first backend that loads', 'a')
     .option('--no-profile', 'skip the per-kernel profile')
     .option('--json', 'print the JSON results on stdout (tables go to stderr)')
     .option('--no-loader', 'skip the data-loader throughput section')
     .option('--loader-workers <list>', 'worker counts to time the loader with', '0,1,2')
+    .option('--methods', "one training step of every method against PyTorch (bench/method_steps.ts) instead of the engine table")
+    .option('--rows <list>', 'with --methods: the methods to time (default: all)')
+    .option('--rounds <n>', 'with --methods: timed interleaved rounds per method', positiveInt, 5)
     .parse();
-  await runBench(program.opts<BenchOptions>());
+  const opts = program.opts<BenchOptions & MethodStepFlags>();
+  if (opts.methods) return runMethodSteps(opts);
+  await runBench(opts);
 }
 
 main().catch((err: unknown) => {

@@ -187,7 +187,7 @@ interface StepOutcome {
  * returns, except the new parameter and optimizer values. A non-finite loss
  * returns before any update.
  */
-function trainStep(
+export function trainStep(
   method: Method,
   trainable: Variable[],
   optimizer: Optimizer,
@@ -328,7 +328,7 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
     await each((cb) => cb.onTrainStart?.(loop));
     log(
       `train: ${config.method} on ${config.dataset.name} (${run.trainSet.count} images), ${config.model.arch} width ${config.model.width}, ` +
-        `${config.epochs} epochs x ${stepsPerEpoch} steps of ${config.batchSize}, ${config.optimizer.name}, backend ${run.backend}, out ${run.outDir}`,
+        `${config.epochs} epochs x ${stepsPerEpoch} steps of ${config.batchSize}, ${config.optimizer.name}, backend ${run.backend}${run.precision === 'bf16' ? ' (bf16)' : ''}, out ${run.outDir}`,
     );
     loop.startClock();
     let lastLoss = loop.metrics.at(-1)?.loss ?? Number.NaN;
