@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_step import ResNet  # noqa: E402  (same folder: the engine bench's torchvision-style ResNet)
+from pytorch_step import ResNet, serve_stepper  # noqa: E402  (same folder: the engine bench's torchvision-style ResNet)
 
 from torchvision.models.detection import MaskRCNN  # noqa: E402
 from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: E402
@@ -194,13 +194,7 @@ def median(xs):
 
 
 def serve(spec, batch):
-    """bench/pytorch_server.ts's protocol (as bench/pytorch_step.py's serve)."""
-    stepper = Stepper(spec, batch)
-    print(json.dumps({"torch": torch.__version__, "parameters": stepper.parameters}), flush=True)
-    for line in sys.stdin:
-        threads, count = (int(v) for v in line.split())
-        torch.set_num_threads(threads)
-        print(json.dumps({"threads": threads, "stepsMs": [stepper.step() for _ in range(count)]}), flush=True)
+    serve_stepper(Stepper(spec, batch))
 
 
 def main():

@@ -22,14 +22,13 @@ import contextlib
 import copy
 import json
 import math
-import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pytorch_step import ResNet
+from pytorch_step import ResNet, serve_stepper
 
 STAGES = ["res2", "res3", "res4", "res5"]
 STAGE_WEIGHTS = {"res2": 0.1, "res3": 0.4, "res4": 0.7, "res5": 1.0}
@@ -670,15 +669,7 @@ class Stepper:
 
 
 def serve(spec):
-    """pytorch_step.py's protocol: a JSON line with the parameter count; then each
-    stdin line `THREADS COUNT` runs COUNT steps at THREADS threads and answers
-    one JSON line with their times in ms; end of input exits."""
-    stepper = Stepper(spec)
-    print(json.dumps({"torch": torch.__version__, "parameters": stepper.parameters}), flush=True)
-    for line in sys.stdin:
-        threads, count = (int(v) for v in line.split())
-        torch.set_num_threads(threads)
-        print(json.dumps({"threads": threads, "stepsMs": [stepper.step() for _ in range(count)]}), flush=True)
+    serve_stepper(Stepper(spec))
 
 
 def main():

@@ -139,19 +139,24 @@ class Stepper:
         return (time.perf_counter() - start) * 1000
 
 
-def serve(spec, batch):
-    """First a JSON line with the parameter count; then each stdin line
-    `THREADS COUNT [bf16]` runs COUNT steps at THREADS threads (in bf16
-    autocast when the third word is bf16) and answers one JSON line with
-    their times in ms; end of input exits."""
-    stepper = Stepper(spec, batch)
+def serve_stepper(stepper):
+    """bench/pytorch_server.ts's protocol, for any object with `parameters`
+    and `step()`: first a JSON line with the parameter count; then each stdin
+    line `THREADS COUNT [bf16]` runs COUNT steps at THREADS threads (in bf16
+    autocast when the third word is bf16; only this file's Stepper has it)
+    and answers one JSON line with their times in ms; end of input exits."""
     print(json.dumps({"torch": torch.__version__, "parameters": stepper.parameters}), flush=True)
     for line in sys.stdin:
         words = line.split()
         threads, count = int(words[0]), int(words[1])
         bf16 = len(words) > 2 and words[2] == "bf16"
         torch.set_num_threads(threads)
-        print(json.dumps({"threads": threads, "stepsMs": [stepper.step(bf16) for _ in range(count)]}), flush=True)
+        times = [stepper.step(bf16) if bf16 else stepper.step() for _ in range(count)]
+        print(json.dumps({"threads": threads, "stepsMs": times}), flush=True)
+
+
+def serve(spec, batch):
+    serve_stepper(Stepper(spec, batch))
 
 
 def main():
