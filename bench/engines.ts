@@ -33,7 +33,7 @@ import { writeFileAtomic } from '../src/core/files.js';
 import { SGD, namedParameters } from '../src/train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../src/data/index.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
-import { repoRoot } from './rows.js';
+import { median, repoRoot } from './rows.js';
 import { runMethodSteps, type MethodStepFlags } from './method_steps.js';
 
 /** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
@@ -98,12 +98,6 @@ interface KernelProfileRow {
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 const fmt = (x: number, digits = 1) => x.toFixed(digits);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 function timing(stepsMs: number[], batch: number, extra: Partial<Timing> = {}): Timing {
   const msPerStep = median(stepsMs);

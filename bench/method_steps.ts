@@ -42,7 +42,7 @@ import { trainStep } from '../src/train/loop.js';
 import { worldCommunicator } from '../src/dist/communicator.js';
 import { createOptimizer, namedParameters } from '../src/train/optimizers.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
-import { forwardedArgs, repoRoot } from './rows.js';
+import { forwardedArgs, median, repoRoot } from './rows.js';
 
 /** The flags of bench/engines.ts this mode reads. */
 export interface MethodStepFlags {
@@ -71,12 +71,6 @@ const CHILD_OUT = 'SELFSUP_METHOD_STEPS_OUT';
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 const fmt = (x: number, digits = 1) => x.toFixed(digits);
-
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 export interface MethodStepSetting {
   width?: number;

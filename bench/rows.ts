@@ -74,3 +74,10 @@ export function readResultFile<T>(path: string, redo: string): T | null {
     throw new Error(`${path}: not a readable result (${err instanceof Error ? err.message : String(err)}); delete it to ${redo}`);
   }
 }
+
+/** The median of `xs` (the mean of the middle two for an even count; NaN for none). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length === 0 ? NaN : s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}

@@ -48,7 +48,7 @@ import { writeFileAtomic } from '../src/core/files.js';
 import { LAST_CHECKPOINT, readCheckpoint, type Checkpoint } from '../src/io/checkpoint.js';
 import type { RunConfig } from '../src/train/config.js';
 import { MetricsLog, type StepMetrics } from '../src/train/metrics.js';
-import { forwardedArgs } from './rows.js';
+import { forwardedArgs, median } from './rows.js';
 
 interface Flags {
   steps: number;
@@ -147,10 +147,6 @@ interface Session {
 }
 
 const MB = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 function procRss(pid: number): number | null {
   try {

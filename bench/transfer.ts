@@ -47,7 +47,7 @@ import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
 import { buildBackbone } from '../src/nn/backbone.js';
 import { namedParameters, SGD } from '../src/train/optimizers.js';
 import { PYTHON, PytorchServer, pytorchUnavailable } from './pytorch_server.js';
-import { repoRoot, runSelfInChild, updateReadmeBlock } from './rows.js';
+import { median, repoRoot, runSelfInChild, updateReadmeBlock } from './rows.js';
 import {
   canonicalJson,
   checkGates,
@@ -467,11 +467,6 @@ interface SpeedResult {
   measured: string;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const timingOf = (stepsMs: number[], batch: number, parameters: number): SpeedTiming => ({ imagesPerSec: (batch * 1000) / median(stepsMs), msPerStep: median(stepsMs), stepsMs, parameters });
 const isTiming = (t: SpeedResult['native'] | undefined): t is SpeedTiming => t !== undefined && 'imagesPerSec' in t;
 

@@ -51,7 +51,7 @@ export function resolvePrecision(choice: Precision, backend: string, cpuFlags: R
  * addon in that precision; returns what runs. Other backends only ever run f32.
  */
 export function usePrecision(choice: Precision, backend: string, cpuFlags?: ReadonlySet<string>): ResolvedPrecision {
-  const precision = resolvePrecision(choice, backend, cpuFlags ?? readCpuFlags());
+  const precision = resolvePrecision(choice, backend, cpuFlags);
   if (backend === 'native') {
     const addon = nativeAddon();
     if (precision === 'bf16' && !addon.info().bf16) {
