@@ -572,20 +572,21 @@ class DeepCluster(MethodStep):
 
 
 class Pretext(MethodStep):
-    """PretextMethod: pooled features of a sample's `parts` images concatenated, an MLP head, cross-entropy."""
+    """PretextMethod: pooled features of a sample's `parts` images, an optional per-image Linear -> BN -> ReLU (partDim), concatenated, an MLP head, cross-entropy."""
 
     def __init__(self, spec, o, output, parts, classes):
         super().__init__()
         self.output, self.parts = output, parts
         self.backbone = backbone(spec)
-        hidden = o["hiddenDim"]
-        d = parts * feature_dim(spec)
+        hidden, part = o["hiddenDim"], o.get("partDim", 0)
+        self.part = nn.Sequential(mlp([feature_dim(spec), part], last_bn=True), nn.ReLU(inplace=True)) if part > 0 else nn.Identity()
+        d = parts * (part if part > 0 else feature_dim(spec))
         self.head = mlp([d, hidden, classes] if hidden > 0 else [d, classes], bn=True)
 
     def loss(self, b, step):
-        pooled = features(self.backbone, b[self.output])
-        n, c = pooled.shape
-        logits = self.head(pooled.reshape(n // self.parts, self.parts * c))
+        per_image = self.part(features(self.backbone, b[self.output]))
+        n, c = per_image.shape
+        logits = self.head(per_image.reshape(n // self.parts, self.parts * c))
         return F.cross_entropy(logits, b[self.output + ".label"])
 
 

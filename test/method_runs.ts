@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadTestSet, loadTrainingSet, type DataFacts } from '../src/data/dataset_config.js';
+import { CheckpointConfig, saveCheckpoint, type CheckpointState } from '../src/io/checkpoint.js';
 import type { Method } from '../src/methods/index.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
 import type { EpochMetrics } from '../src/train/metrics.js';
@@ -31,6 +32,24 @@ export function tinyConfig(method: string, over: Record<string, unknown> = {}, l
 /** The method `config` names, built for Fashion-MNIST (grey, 10 classes) and the config's image count, as a run would build it. */
 export function fashionMethod(config: RunConfig, facts: Partial<DataFacts & { datasetSize: number }> = {}): Method {
   return buildMethod(config, { channels: 1, numClasses: 10, datasetSize: config.dataset.limit ?? 60_000, ...facts });
+}
+
+/**
+ * Saves `method` as a one-step checkpoint of a width-4 CIFAR-stem run of
+ * `name` whose config recorded `methodOptions` (as a checkpoint from before an
+ * option existed recorded them), at `path`; returns `path`.
+ */
+export function saveMethodCheckpoint(method: Method, name: string, methodOptions: Record<string, unknown>, path: string): string {
+  const state: CheckpointState = {
+    config: CheckpointConfig.parse({ method: name, seed: 0, model: { arch: 'resnet18', width: 4, stem: 'cifar' }, dataset: {}, methodOptions }),
+    position: { step: 1, epoch: 1, batch: 0 },
+    data: { channels: 1, numClasses: 10, seed: 0, datasetCount: 64, batchSize: 16, stepsPerEpoch: 4 },
+    metrics: [],
+    epoch: { sums: {}, batches: 0, images: 0, seconds: 0 },
+    elapsed: 0,
+  };
+  saveCheckpoint(path, method, null, state);
+  return path;
 }
 
 /** Trains `config` and returns the mean loss of each epoch. */

@@ -13,12 +13,12 @@ import { useBackend } from '../src/backend/select.js';
 import type { TensorBatch } from '../src/methods/index.js';
 import { DetCo, LocalHead, STAGES, STAGE_WEIGHTS } from '../src/methods/detco.js';
 import { parseRunConfig, type RunConfig } from '../src/train/config.js';
-import { CheckpointConfig, LAST_CHECKPOINT, readCheckpoint, saveCheckpoint, type CheckpointState } from '../src/io/checkpoint.js';
+import { LAST_CHECKPOINT, readCheckpoint } from '../src/io/checkpoint.js';
 import { methodFromCheckpoint } from '../src/io/backbone.js';
 import { Loader } from '../src/data/loader.js';
 import { loadTrainingSet } from '../src/data/dataset_config.js';
 import { assertClose, bufferValues, randomTensor } from './helpers.js';
-import { fashionMethod, knnAgainstRandomInit, stepLosses, tinyConfig } from './method_runs.js';
+import { fashionMethod, knnAgainstRandomInit, saveMethodCheckpoint, stepLosses, tinyConfig } from './method_runs.js';
 
 await useBackend('native');
 
@@ -178,18 +178,7 @@ async function localEmbeddingCosines(config: RunConfig): Promise<Record<string, 
 test('a DetCo checkpoint from before localBatchNorm (biased local layers, the option not recorded) still loads, without BN in its local heads', () => {
   const dir = mkdtempSync(join(tmpdir(), 'selfsup-detco-old-'));
   const methodOptions = { queueLength: 8, bnSplits: 2 };
-  const save = (m: DetCo, path: string) => {
-    const state: CheckpointState = {
-      config: CheckpointConfig.parse({ method: 'detco', seed: 0, model: { arch: 'resnet18', width: 4, stem: 'cifar' }, dataset: {}, methodOptions }),
-      position: { step: 1, epoch: 1, batch: 0 },
-      data: { channels: 1, numClasses: 10, seed: 0, datasetCount: 64, batchSize: 16, stepsPerEpoch: 4 },
-      metrics: [],
-      epoch: { sums: {}, batches: 0, images: 0, seconds: 0 },
-      elapsed: 0,
-    };
-    saveCheckpoint(path, m, null, state);
-    return path;
-  };
+  const save = (m: DetCo, path: string) => saveMethodCheckpoint(m, 'detco', methodOptions, path);
   const old = detco({ localBatchNorm: false });
   const oldPath = save(old, join(dir, 'old.safetensors'));
   const loaded = methodFromCheckpoint(readCheckpoint(oldPath)) as DetCo;

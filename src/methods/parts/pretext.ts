@@ -3,8 +3,10 @@
 // features of the sample's images concatenated in slot order, a classifier
 // over them, and softmax cross-entropy against a label the pipeline drew (aux
 // `<output>.label`). The pretext accuracy is logged as the `accuracy` term.
-// The papers' heads are fc layers on the per-image features, concatenated,
-// then fc7 (4096 wide) and fc8; ours is an MLP of `hiddenDim` (0: linear).
+// The papers' heads are an fc6 on each image's features (shared), the
+// results concatenated, then fc7 (4096 wide) and fc8; ours is an optional
+// per-image Linear -> BN -> ReLU of `partDim` (0: none), then an MLP of
+// `hiddenDim` (0: linear).
 import { z } from 'zod';
 import { Mulberry32 } from '../../core/random.js';
 import * as tf from '../../core/tf.js';
@@ -30,6 +32,14 @@ export function pretextPatchSize(recipe: RecipeOptions, perView = 4): number {
   return Math.max(4, Math.round((recipe.size ?? 32) / perView));
 }
 
+/** Width of the per-image layer before the concatenation (the papers' fc6), or 0 for none. */
+export const pretextPartField = (width: number) => z.number().int().min(0).default(width);
+
+/** A grid task's spec `fromCheckpoint`: runs from before `partDim` have no per-image layer. */
+export function partDimFromCheckpoint(o: Record<string, unknown>, names: readonly string[]): Record<string, unknown> {
+  return o.partDim === undefined && !names.some((n) => n.startsWith('head.part.')) ? { ...o, partDim: 0 } : o;
+}
+
 /** Side of each patch of a grid task in pixels; unset means pretextPatchSize, which resolvePatchSize records when a run starts. */
 export const pretextPatchField = () => z.number().int().min(4).optional();
 
@@ -40,18 +50,23 @@ export function resolvePatchSize<O extends { patchSize?: number | undefined }>(_
 
 /** Classifies a sample from its `parts` images' pooled features: [B·parts, C] (a sample's rows consecutive) -> [B, classes]. */
 export class ConcatClassifier extends Module {
+  /** The per-image layer (Linear -> BN, then ReLU), when partDim > 0. */
+  readonly part: MLP | undefined;
   readonly mlp: MLP;
 
-  constructor(readonly parts: number, featureDim: number, readonly classes: number, hiddenDim: number, rng: Mulberry32) {
+  constructor(readonly parts: number, featureDim: number, readonly classes: number, hiddenDim: number, rng: Mulberry32, partDim = 0) {
     super();
-    const dims = hiddenDim > 0 ? [parts * featureDim, hiddenDim, classes] : [parts * featureDim, classes];
+    this.part = partDim > 0 ? this.addModule('part', new MLP([featureDim, partDim], { lastBatchNorm: true, rng })) : undefined;
+    const width = parts * (partDim > 0 ? partDim : featureDim);
+    const dims = hiddenDim > 0 ? [width, hiddenDim, classes] : [width, classes];
     this.mlp = this.addModule('mlp', new MLP(dims, { batchNorm: true, rng }));
   }
 
   forward(pooled: Tensor2D): Tensor2D {
-    const [n, c] = pooled.shape;
+    const n = pooled.shape[0];
     if (n % this.parts !== 0) throw new Error(`ConcatClassifier: ${n} feature rows are not whole sets of ${this.parts}`);
-    return this.mlp.forward(tf.reshape(pooled, [n / this.parts, this.parts * c]));
+    const perImage = this.part ? tf.relu(this.part.forward(pooled)) : pooled;
+    return this.mlp.forward(tf.reshape(perImage, [n / this.parts, this.parts * perImage.shape[1]]));
   }
 }
 
@@ -71,6 +86,8 @@ export interface PretextTask {
   parts: number;
   classes: number;
   hiddenDim: number;
+  /** Width of the per-image layer before the concatenation; 0 or absent for none. */
+  partDim?: number;
 }
 
 /** A pretext method: the backbone, a ConcatClassifier `head` and the cross-entropy of its task. */
@@ -84,7 +101,7 @@ export abstract class PretextMethod extends Method {
     this.recipe = ctx.recipe;
     this.backbone = this.addModule('backbone', ctx.backbone());
     const rng = new Mulberry32(ctx.seed + 1);
-    this.head = this.addModule('head', new ConcatClassifier(task.parts, this.backbone.featureDim, task.classes, task.hiddenDim, rng));
+    this.head = this.addModule('head', new ConcatClassifier(task.parts, this.backbone.featureDim, task.classes, task.hiddenDim, rng, task.partDim));
   }
 
   /** The head's logits for a batch: [B, classes]. */
