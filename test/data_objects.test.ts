@@ -191,6 +191,28 @@ describe('object images', () => {
     assert.throws(() => new ObjectImageGenerator({ count: 1, scaleRange: [0.9, 0.5] }), /scaleRange must satisfy/);
   });
 
+  test('plain backgrounds: every pixel outside the sprite\'s mask is one colour, which differs between images', async () => {
+    needSprites();
+    const gen = new ObjectImageGenerator({ count: 4, size: 32, seed: 3, backgrounds: 'plain' });
+    const colours = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const img = await gen.generate(i);
+      const counts = new Map<string, number>();
+      let outside = 0;
+      for (let p = 0; p < 32 * 32; p++) {
+        if (img.mask[p]) continue;
+        const key = Array.from(img.rgb.slice(3 * p, 3 * p + 3)).join(',');
+        counts.set(key, (counts.get(key) ?? 0) + 1);
+        outside++;
+      }
+      // Sprite edges below the mask's alpha threshold blend into the background.
+      const [colour, n] = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]!;
+      assert.ok(n >= 0.8 * outside, `image ${i}: ${n} of ${outside} pixels outside the sprite have its most common colour`);
+      colours.add(colour);
+    }
+    assert.equal(colours.size, 4, 'each image draws its own colour');
+  });
+
   test('the folder reads back through loadImageFolder and objects:DIR with the generator\'s labels and pixels', async () => {
     needSprites();
     const out = join(tmp, 'set');

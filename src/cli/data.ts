@@ -19,7 +19,7 @@ import { defaultNormalization } from '../data/dataset_config.js';
 import { writeScenes } from '../data/scenes.js';
 import { loadObjectImages, writeObjectImages } from '../data/objects.js';
 import { SPRITE_SELECTIONS, type SpriteSelection } from '../data/object_bank.js';
-import type { BackgroundMode } from '../data/backgrounds.js';
+import { BACKGROUND_MODES, type BackgroundMode } from '../data/backgrounds.js';
 import { measureLoaderThroughput } from '../data/throughput.js';
 import { finiteNumber, integer, numberRange } from '../app/flags.js';
 
@@ -42,11 +42,9 @@ async function loadDataset(spec: string, dataDir: string | undefined, size: numb
   return loadImageFolder(spec, { size });
 }
 
-const BACKGROUND_MODES = ['photos', 'procedural', 'mixed'];
-
 function checkChoices(o: { backgrounds: string; sprites: string }): void {
-  if (!BACKGROUND_MODES.includes(o.backgrounds)) {
-    throw new Error(`--backgrounds must be photos, procedural or mixed, got '${o.backgrounds}'`);
+  if (!(BACKGROUND_MODES as readonly string[]).includes(o.backgrounds)) {
+    throw new Error(`--backgrounds must be one of ${BACKGROUND_MODES.join(', ')}, got '${o.backgrounds}'`);
   }
   if (!(SPRITE_SELECTIONS as readonly string[]).includes(o.sprites)) {
     throw new Error(`--sprites must be ${SPRITE_SELECTIONS.join(', ')}, got '${o.sprites}'`);
@@ -74,7 +72,7 @@ export function registerDataCommand(program: Command): void {
     .option('--objects <a-b>', 'objects per image', numberRange, [1, 4] as [number, number])
     .option('--scale <a-b>', "object's longer side over image side", numberRange, [0.2, 0.6] as [number, number])
     .option('--max-occlusion <f>', 'largest fraction of an object later objects may cover', finiteNumber, 0.5)
-    .option('--backgrounds <mode>', 'photos | procedural | mixed', 'mixed')
+    .option('--backgrounds <mode>', 'photos | procedural | mixed | plain (one uniform colour)', 'mixed')
     .option('--background-dir <dir>', 'background photos', DATA_PACKAGES.gnomeBackgrounds.path)
     .option('--sprites <half>', "which half of each class's clip art: transfer (unseen by `data objects`) | pretrain | all", 'transfer')
     .action(async (o) => {
@@ -109,7 +107,7 @@ export function registerDataCommand(program: Command): void {
     .option('--sprites <half>', "which half of each class's clip art: pretrain (unseen by `data scenes`) | transfer | all", 'pretrain')
     .option('--scale <a-b>', "sprite's longer side over image side", numberRange, [0.5, 0.9] as [number, number])
     .option('--max-offset <f>', "largest offset of the sprite's centre from the image centre, over the image side", finiteNumber, 0.1)
-    .option('--backgrounds <mode>', 'photos | procedural | mixed', 'mixed')
+    .option('--backgrounds <mode>', 'photos | procedural | mixed | plain (one uniform colour)', 'mixed')
     .option('--background-dir <dir>', 'background photos', DATA_PACKAGES.gnomeBackgrounds.path)
     .option('--overwrite', 'replace a folder that holds another objects set')
     .addHelpText('after', '\nPretrain on it with: selfsup pretrain --dataset objects:DIR --size 64 --stem imagenet ...')

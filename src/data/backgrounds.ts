@@ -1,13 +1,16 @@
 // Scene backgrounds: random crops of the gnome-backgrounds photos, or
 // procedural textures (gradients, smooth noise, stripes) so that a detector
-// cannot learn "the object is whatever is not one of 25 photos".
+// cannot learn "the object is whatever is not one of 25 photos"; or one
+// uniform colour ('plain'), which gives instance discrimination no background
+// to tell copies of the same sprite apart by.
 import { existsSync, readdirSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { decodeRgbShortSide, type RawImage } from './decode.js';
 import type { Rng } from '../core/random.js';
 import { resizedCrop } from './transforms.js';
 
-export type BackgroundMode = 'photos' | 'procedural' | 'mixed';
+export type BackgroundMode = 'photos' | 'procedural' | 'mixed' | 'plain';
+export const BACKGROUND_MODES: readonly BackgroundMode[] = ['photos', 'procedural', 'mixed', 'plain'];
 
 const PHOTO_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp', '.svg']);
 
@@ -62,6 +65,11 @@ export class BackgroundSource {
 
   /** Fills `canvas` (size x size x 3 floats) with a background drawn from `rng`. */
   async render(mode: BackgroundMode, rng: Rng, canvas: Float32Array): Promise<string> {
+    if (mode === 'plain') {
+      const colour = [rng.next(), rng.next(), rng.next()];
+      for (let i = 0; i < canvas.length; i++) canvas[i] = colour[i % 3]!;
+      return 'plain';
+    }
     const usePhoto = rng.chance(mode === 'photos' ? 1 : mode === 'procedural' ? 0 : 0.5) && this.files.length > 0;
     const pick = rng.int(0, Math.max(0, this.files.length - 1));
     const textureRng = rng.split(1);
