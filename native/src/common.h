@@ -132,24 +132,6 @@ class ShapeCache {
   std::unordered_map<std::string, std::pair<std::unique_ptr<T>, std::list<std::string>::iterator>> map_;
 };
 
-// Runs a scope on at most `n` OpenMP threads (oneDNN sizes its work
-// partition by omp_get_max_threads() when a primitive is created and runs it so).
-class ThreadLimit {
- public:
-  explicit ThreadLimit(bool on, int n = 1) : saved_(omp_get_max_threads()), on_(on && n < saved_) {
-    if (on_) omp_set_num_threads(n);
-  }
-  ~ThreadLimit() {
-    if (on_) omp_set_num_threads(saved_);
-  }
-  ThreadLimit(const ThreadLimit&) = delete;
-  ThreadLimit& operator=(const ThreadLimit&) = delete;
-
- private:
-  int saved_;
-  bool on_;
-};
-
 // Whether a oneDNN implementation name is a reference (slow, scalar) kernel.
 inline bool isReference(const char* impl) { return std::string(impl).find("ref") != std::string::npos; }
 

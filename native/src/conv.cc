@@ -249,12 +249,6 @@ Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
   float* db = optionalFloatsOfLength(info[3], s.oc, "dbias");
   dims.push_back(db != nullptr);
   dims.push_back(static_cast<int64_t>(currentPrecision()));
-  // In bf16, backward-weights is built and run on one thread: oneDNN 2.6's
-  // jit_bf16 kernel splits the minibatch over threads and reduces behind a
-  // spinning barrier, which collapses when another process holds a core
-  // (ResNet-18 w64, 2 threads on a loaded 2-core machine: 9.2 s of a 18.6 s
-  // step, against 0.6 s on one thread; the step went to 10.2 s, below f32's 12.4 s).
-  ThreadLimit oneThread(currentPrecision() == Precision::BF16);
   auto& bwd = backwardWeightsCache.get(keyOf("bwd_weights", dims), [&] {
     auto pd = backwardWeightsPd(s, db != nullptr);
     return ConvPrimitive{dnnl::convolution_backward_weights(pd), pd.src_desc(), pd.diff_weights_desc(),
