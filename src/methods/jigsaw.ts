@@ -15,7 +15,7 @@
 import { z } from 'zod';
 import { jigsawPuzzlePipeline, maxHammingPermutations, type PipelineSpec } from '../data/index.js';
 import { defineMethod, type MethodContext } from './method.js';
-import { PretextMethod, pretextHeadField, pretextPartField, pretextPatchField, pretextPatchSize, resolvePatchSize } from './parts/pretext.js';
+import { PretextMethod, pretextHeadField, pretextPatchField, pretextPatchSize, resolvePatchSize } from './parts/pretext.js';
 
 /** The seed of the permutation set's first permutation: one set for every run. */
 export const PERMUTATION_SEED = 2016;
@@ -26,7 +26,7 @@ export const JigsawOptions = z
     permutations: z.number().int().min(2).max(1000).default(100),
     hiddenDim: pretextHeadField(512),
     /** A per-tile layer before the concatenation (the paper's fc6), 0 for none: 256 scored 71.9 kNN against 72.4 without. */
-    partDim: pretextPartField(0),
+    partDim: pretextHeadField(0),
     patchSize: pretextPatchField(),
   })
   .strict();

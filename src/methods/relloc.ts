@@ -18,7 +18,7 @@
 import { z } from 'zod';
 import { NEIGHBOUR_CELLS, relativeLocationPipeline, type PipelineSpec } from '../data/index.js';
 import { defineMethod, type MethodContext } from './method.js';
-import { partDimFromCheckpoint, PretextMethod, pretextHeadField, pretextPartField, pretextPatchField, pretextPatchSize } from './parts/pretext.js';
+import { partDimFromCheckpoint, PretextMethod, pretextHeadField, pretextPatchField, pretextPatchSize } from './parts/pretext.js';
 
 /** Patch side = view side / this. */
 const RELLOC_PATCHES_PER_VIEW = 2;
@@ -27,7 +27,7 @@ export const RelLocOptions = z
   .object({
     hiddenDim: pretextHeadField(512),
     /** The per-patch layer before the concatenation (the paper's fc6), 0 for none. */
-    partDim: pretextPartField(256),
+    partDim: pretextHeadField(256),
     patchSize: pretextPatchField(),
     /** Doersch et al.'s colour dropping; RGB only. */
     colorDrop: z.boolean().default(true),

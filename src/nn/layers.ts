@@ -215,16 +215,21 @@ export interface MlpOptions {
   batchNorm?: boolean;
   /** BN after the last Linear too (SimCLR v2, SimSiam projector). */
   lastBatchNorm?: boolean;
+  /** ReLU after the last Linear [and BN] too (a pretext head's per-image fc6), fused into the BN when there is one. */
+  lastRelu?: boolean;
   rng?: Mulberry32;
 }
 
-/** Linear -> [BN] -> ReLU, repeated, then a last Linear [-> BN]. dims = [in, hidden..., out]. */
+/** Linear -> [BN] -> ReLU, repeated, then a last Linear [-> BN] [-> ReLU]. dims = [in, hidden..., out]. */
 export class MLP extends Module {
   private readonly linears: Linear[] = [];
   private readonly norms: Array<BatchNorm1d | undefined> = [];
 
-  constructor(readonly dims: number[], { batchNorm = false, lastBatchNorm = false, rng = sharedRng }: MlpOptions = {}) {
+  private readonly lastRelu: boolean;
+
+  constructor(readonly dims: number[], { batchNorm = false, lastBatchNorm = false, lastRelu = false, rng = sharedRng }: MlpOptions = {}) {
     super();
+    this.lastRelu = lastRelu;
     if (dims.length < 2) throw new Error(`MLP: need at least input and output sizes, got [${dims}]`);
     for (let i = 0; i + 1 < dims.length; i++) {
       const withBn = i + 2 < dims.length ? batchNorm : lastBatchNorm;
@@ -236,11 +241,11 @@ export class MLP extends Module {
   forward(x: Tensor2D): Tensor2D {
     let h = x;
     this.linears.forEach((linear, i) => {
-      const hidden = i + 1 < this.linears.length;
+      const withRelu = i + 1 < this.linears.length || this.lastRelu;
       const norm = this.norms[i];
       h = linear.forward(h);
-      if (norm) h = norm.forward(h, { relu: hidden });
-      else if (hidden) h = relu(h);
+      if (norm) h = norm.forward(h, { relu: withRelu });
+      else if (withRelu) h = relu(h);
     });
     return h;
   }

@@ -18,7 +18,7 @@ import { Module } from '../../nn/module.js';
 import type { ResNet } from '../../nn/resnet.js';
 import { Method, type LossOutput, type MethodContext, type TensorBatch } from '../method.js';
 
-/** Hidden width of a pretext head: an MLP Linear -> BN -> ReLU -> Linear, or 0 for one Linear. */
+/** A width of a pretext head's layer, 0 leaving the layer out: `hiddenDim` (0: one Linear) and `partDim` (0: no per-image layer). */
 export const pretextHeadField = (width: number) => z.number().int().min(0).default(width);
 
 /**
@@ -31,9 +31,6 @@ export const pretextHeadField = (width: number) => z.number().int().min(0).defau
 export function pretextPatchSize(recipe: RecipeOptions, perView = 4): number {
   return Math.max(4, Math.round((recipe.size ?? 32) / perView));
 }
-
-/** Width of the per-image layer before the concatenation (the papers' fc6), or 0 for none. */
-export const pretextPartField = (width: number) => z.number().int().min(0).default(width);
 
 /** A grid task's spec `fromCheckpoint`: runs from before `partDim` have no per-image layer. */
 export function partDimFromCheckpoint(o: Record<string, unknown>, names: readonly string[]): Record<string, unknown> {
@@ -50,13 +47,13 @@ export function resolvePatchSize<O extends { patchSize?: number | undefined }>(_
 
 /** Classifies a sample from its `parts` images' pooled features: [B·parts, C] (a sample's rows consecutive) -> [B, classes]. */
 export class ConcatClassifier extends Module {
-  /** The per-image layer (Linear -> BN, then ReLU), when partDim > 0. */
+  /** The per-image layer (Linear -> BN -> ReLU), when partDim > 0. */
   readonly part: MLP | undefined;
   readonly mlp: MLP;
 
   constructor(readonly parts: number, featureDim: number, readonly classes: number, hiddenDim: number, rng: Mulberry32, partDim = 0) {
     super();
-    this.part = partDim > 0 ? this.addModule('part', new MLP([featureDim, partDim], { lastBatchNorm: true, rng })) : undefined;
+    this.part = partDim > 0 ? this.addModule('part', new MLP([featureDim, partDim], { lastBatchNorm: true, lastRelu: true, rng })) : undefined;
     const width = parts * (partDim > 0 ? partDim : featureDim);
     const dims = hiddenDim > 0 ? [width, hiddenDim, classes] : [width, classes];
     this.mlp = this.addModule('mlp', new MLP(dims, { batchNorm: true, rng }));
@@ -65,7 +62,7 @@ export class ConcatClassifier extends Module {
   forward(pooled: Tensor2D): Tensor2D {
     const n = pooled.shape[0];
     if (n % this.parts !== 0) throw new Error(`ConcatClassifier: ${n} feature rows are not whole sets of ${this.parts}`);
-    const perImage = this.part ? tf.relu(this.part.forward(pooled)) : pooled;
+    const perImage = this.part ? this.part.forward(pooled) : pooled;
     return this.mlp.forward(tf.reshape(perImage, [n / this.parts, this.parts * perImage.shape[1]]));
   }
 }
