@@ -18,6 +18,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { nativeAddon } from '../src/backend/native_addon.js';
+import { resolvePrecision, type Precision, type ResolvedPrecision } from '../src/backend/precision.js';
 import { useBackend } from '../src/backend/select.js';
 import { evaluate as evaluateCheckpoint, parseRunConfig, train } from '../src/app/index.js';
 import type { BackendChoice } from '../src/backend/select.js';
@@ -88,9 +89,12 @@ interface Settings {
   width: number;
   seed: number;
   workers: number;
+  /** The training steps' precision (evaluation runs in f32); results from before this field ran f32. */
+  precision: ResolvedPrecision;
 }
 
-interface Flags extends Settings {
+interface Flags extends Omit<Settings, 'precision'> {
+  precision: Precision;
   rows: string;
   out: string;
   force: boolean;
@@ -100,7 +104,7 @@ interface Flags extends Settings {
 const say = (line: string) => void process.stderr.write(`${line}\n`);
 
 function sameSettings(a: Settings, b: Settings): boolean {
-  return (['limit', 'epochs', 'batchSize', 'width', 'seed'] as const).every((k) => a[k] === b[k]);
+  return (['limit', 'epochs', 'batchSize', 'width', 'seed'] as const).every((k) => a[k] === b[k]) && (a.precision ?? 'f32') === (b.precision ?? 'f32');
 }
 
 /** The protocols' standard settings (kNN k=200, T=0.1; a 30-epoch probe), as the CLI's defaults. */
@@ -126,6 +130,7 @@ async function runRow(row: Row, settings: Settings, outRoot: string, backend: st
       dataset: { name: 'fashion-mnist', limit: settings.limit },
       model: { arch: 'resnet18', width: settings.width, stem: 'cifar' },
       backend,
+      precision: settings.precision,
     },
     `bench row ${row.name}`,
   );
@@ -177,7 +182,8 @@ function readResult(path: string): RowResult | null {
 function table(results: RowResult[], settings: Settings): string {
   const pct = (x: number) => x.toFixed(1);
   const lines = [
-    `ResNet-18 width ${settings.width} (CIFAR stem), first ${settings.limit.toLocaleString('en')} Fashion-MNIST training images, ${settings.epochs} epochs at batch ${settings.batchSize}; ` +
+    `ResNet-18 width ${settings.width} (CIFAR stem), first ${settings.limit.toLocaleString('en')} Fashion-MNIST training images, ${settings.epochs} epochs at batch ${settings.batchSize}` +
+      `${settings.precision === 'bf16' ? ', trained in bf16' : ''}; ` +
       'Res5 features on the 10,000 test images (top-1/top-5 %); kNN k=200, T=0.1 over the training images; linear probe 30 epochs.',
     '',
     '| method | kNN top-1 | kNN top-5 | linear top-1 | linear top-5 | min/epoch | final loss |',
@@ -219,6 +225,7 @@ async function main(): Promise<void> {
     .option('--width <n>', 'ResNet-18 width', positiveInt, 16)
     .option('--seed <n>', 'seed of every run', nonNegativeInt, 0)
     .option('--workers <n>', 'loader worker threads', nonNegativeInt, 1)
+    .option('--precision <p>', "the training steps' precision: f32 or bf16 (AVX512-BF16; use its own --out)", 'f32')
     .option('--force', 'discard the chosen rows\' runs and results and train them afresh')
     .option('--readme [file]', 'rewrite the table in README.md (or this file) from every result present')
     .parse();
@@ -227,9 +234,10 @@ async function main(): Promise<void> {
   const known = [...ROWS.map((r) => r.name), RANDOM_INIT];
   const wanted = flags.rows ? flags.rows.split(',').map((s) => s.trim()) : known;
   for (const w of wanted) if (!known.includes(w)) throw new Error(`--rows: unknown row '${w}'; choose from ${known.join(', ')}`);
-  const settings: Settings = { limit: flags.limit, epochs: flags.epochs, batchSize: flags.batchSize, width: flags.width, seed: flags.seed, workers: flags.workers };
-
   const backend = await useBackend('auto');
+  const precision = resolvePrecision(flags.precision, backend);
+  const settings: Settings = { limit: flags.limit, epochs: flags.epochs, batchSize: flags.batchSize, width: flags.width, seed: flags.seed, workers: flags.workers, precision };
+
   const info = backend === 'native' ? nativeAddon().info() : undefined;
   say(`bench:methods on ${backend}${info ? ` (oneDNN ${info.onednn}, ${info.threads} threads)` : ''}, rows ${wanted.join(', ')}`);
   const resultPath = (name: string) => join(flags.out, `${name}.json`);

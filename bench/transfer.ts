@@ -202,9 +202,11 @@ function protocolOptions(f: Flags, protocol: ProtocolName, setting: SettingName,
 function jobSettings(f: Flags, job: Job): unknown {
   if (job.kind === 'data') return dataSettings(f);
   if (job.kind === 'pretrain') return pretrainSettings(f, job.row, job.seed);
+  const randomInit = job.row === RANDOM_INIT;
   return {
-    pretrain: pretrainSettings(f, pretrainRowOf(job.row), job.pretrainSeed),
-    randomInit: job.row === RANDOM_INIT,
+    // Random init borrows only the supervised run's architecture, so its results stay valid whatever the pretraining budget.
+    pretrain: randomInit ? { width: f.width, seed: job.pretrainSeed } : pretrainSettings(f, pretrainRowOf(job.row), job.pretrainSeed),
+    randomInit,
     protocol: job.protocol,
     options: protocolOptions(f, job.protocol, job.setting, job.seed),
     scenes: dataSettings(f).scenes,
