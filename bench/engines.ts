@@ -34,6 +34,7 @@ import { SGD, namedParameters } from '../src/train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../src/data/index.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
 import { median, repoRoot } from './rows.js';
+import { CONV_DIRECTIONS, convFlops, type ConvDirection } from './conv_flops.js';
 import { runMethodSteps, type MethodStepFlags } from './method_steps.js';
 
 /** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
@@ -94,6 +95,43 @@ interface KernelProfileRow {
   calls: number;
   /** Input shapes of the costliest call signature. */
   inputShapes: string;
+}
+
+/** One convolution direction's share of a profiled step. */
+interface ConvDirectionRow {
+  direction: ConvDirection;
+  calls: number;
+  ms: number;
+  gflop: number;
+  gflops: number;
+}
+
+interface StepProfile {
+  totalMs: number;
+  kernels: KernelProfileRow[];
+  conv: ConvDirectionRow[];
+  /** The backend's f32 GFLOP/s on one large square matmul: the attainable peak the convolutions are judged against. */
+  matmulPeakGflops: number;
+}
+
+/** Best-of-five GFLOP/s of an n x n x n f32 matmul on the current backend. */
+function matmulPeakGflops(n = 2048): number {
+  const a = tf.randomNormal([n, n]);
+  const b = tf.randomNormal([n, n]);
+  try {
+    let best = Infinity;
+    for (let i = 0; i < 6; i++) {
+      const t0 = performance.now();
+      const c = tf.matMul(a, b);
+      c.dataSync();
+      c.dispose();
+      if (i > 0) best = Math.min(best, performance.now() - t0);
+    }
+    return (2 * n ** 3) / (best * 1e6);
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
 }
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
@@ -303,16 +341,23 @@ function bf16Skipped(opts: BenchOptions, backends: BackendName[]): string | unde
 
 const pytorchScript = () => path.join(repoRoot(), 'bench', 'pytorch_step.py');
 
-/** Per-kernel time of one training step (after one warm-up step), aggregated by kernel name. */
-async function profileStep(spec: ModelSpec, batch: number): Promise<{ totalMs: number; kernels: KernelProfileRow[] }> {
+/** Per-kernel time of one training step (after one warm-up step), aggregated by kernel name, and each convolution direction's GFLOP/s. */
+async function profileStep(spec: ModelSpec, batch: number): Promise<StepProfile> {
   const run = trainingStep(spec, batch);
   try {
     run.step().dispose();
     const info = await tf.profile(() => run.step());
     (info.result as Tensor).dispose();
     const byName = new Map<string, { ms: number; calls: number; bySignature: Map<string, number> }>();
+    const byDirection = new Map<ConvDirection, { calls: number; ms: number; flops: number }>();
     for (const k of info.kernels) {
       const ms = Number(k.kernelTimeMs) || 0;
+      const flops = convFlops(k.name, k.inputShapes, k.outputShapes);
+      if (flops !== undefined) {
+        const direction = CONV_DIRECTIONS[k.name as keyof typeof CONV_DIRECTIONS];
+        const d = byDirection.get(direction) ?? { calls: 0, ms: 0, flops: 0 };
+        byDirection.set(direction, { calls: d.calls + 1, ms: d.ms + ms, flops: d.flops + flops });
+      }
       const entry = byName.get(k.name) ?? { ms: 0, calls: 0, bySignature: new Map<string, number>() };
       const signature = k.inputShapes.map((s) => (s ? `[${s.join(',')}]` : '-')).join(' ');
       entry.ms += ms;
@@ -330,7 +375,8 @@ async function profileStep(spec: ModelSpec, batch: number): Promise<{ totalMs: n
         inputShapes: [...e.bySignature].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '',
       }))
       .sort((a, b) => b.ms - a.ms);
-    return { totalMs, kernels };
+    const conv = [...byDirection].map(([direction, d]) => ({ direction, calls: d.calls, ms: d.ms, gflop: d.flops / 1e9, gflops: d.ms > 0 ? d.flops / (d.ms * 1e6) : 0 }));
+    return { totalMs, kernels, conv, matmulPeakGflops: matmulPeakGflops() };
   } finally {
     run.dispose();
   }
@@ -384,11 +430,15 @@ function modelRatios(results: Record<string, EngineResult>): Record<string, numb
   return out;
 }
 
-function profileTable(spec: ModelSpec, batch: number, backend: string, profile: { totalMs: number; kernels: KernelProfileRow[] }): string {
+function profileTable(spec: ModelSpec, batch: number, backend: string, profile: StepProfile): string {
   const lines = [`\nper-kernel profile: one ${spec.id} training step, batch ${batch}, on ${backend} (${fmt(profile.totalMs)} ms in kernels)`];
   lines.push(`  ${'kernel'.padEnd(28)}${'ms'.padStart(10)}${'%'.padStart(7)}${'calls'.padStart(7)}   costliest input shapes`);
   for (const k of profile.kernels.slice(0, 15)) {
     lines.push(`  ${k.kernel.padEnd(28)}${fmt(k.ms).padStart(10)}${fmt(k.percent).padStart(7)}${String(k.calls).padStart(7)}   ${k.inputShapes}`);
+  }
+  lines.push(`\nconvolutions by direction, against ${fmt(profile.matmulPeakGflops, 0)} GFLOP/s (the backend's f32 2048^3 matmul, best of 5):`);
+  for (const d of profile.conv) {
+    lines.push(`  conv ${d.direction.padEnd(17)}${fmt(d.ms).padStart(9)} ms${fmt(d.gflop, 2).padStart(9)} GFLOP${fmt(d.gflops, 0).padStart(7)} GFLOP/s  (${fmt((100 * d.gflops) / profile.matmulPeakGflops, 0)}% of peak)`);
   }
   return lines.join('\n');
 }
@@ -446,7 +496,7 @@ async function runBench(opts: BenchOptions): Promise<void> {
     }
   }
 
-  let profile: { model: string; batch: number; backend: string; totalMs: number; kernels: KernelProfileRow[] } | undefined;
+  let profile: ({ model: string; batch: number; backend: string } & StepProfile) | undefined;
   if (profileSpec) {
     const batch = batchOf(profileSpec);
     for (const backend of backends.filter((b) => !(b === 'cpu' && profileSpec.arch === 'resnet'))) {
