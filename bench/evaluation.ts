@@ -14,7 +14,7 @@
 //   masks on the val scenes.
 //
 //   npm run bench:eval                        every measurement (resumable)
-//   npm run bench:eval -- --rows detco --readme
+//   npm run bench:eval -- --rows detco --readme   (rewrites the table in docs/benchmarks.md)
 //
 // Each measurement is one `evaluate()` call; its metrics are kept in
 // <out>/<key>.json, so an interrupted run resumes where it stopped.
@@ -172,7 +172,7 @@ async function main(): Promise<void> {
     .option('--svm-train <n>', 'Fashion-MNIST SVM: training images', (v) => Number.parseInt(v, 10), 5000)
     .option('--svm-test <n>', 'Fashion-MNIST SVM: test images', (v) => Number.parseInt(v, 10), 2000)
     .option('--attention-scenes <n>', 'val scenes the attention energy share is averaged over', (v) => Number.parseInt(v, 10), 200)
-    .option('--readme [file]', 'rewrite the bench-eval block of README.md (or this file) from every result present')
+    .option('--readme [file]', 'rewrite the bench-eval block of docs/benchmarks.md (or this file) from every result present')
     .parse();
   const f = program.opts<Flags>();
   for (const [flag, v] of [['--svm-train', f.svmTrain], ['--svm-test', f.svmTest], ['--attention-scenes', f.attentionScenes]] as const) {
@@ -238,7 +238,7 @@ async function main(): Promise<void> {
   const text = tables(f, results);
   process.stdout.write(`${text}\n`);
   if (f.readme) {
-    const file = f.readme === true ? 'README.md' : f.readme;
+    const file = f.readme === true ? 'docs/benchmarks.md' : f.readme;
     updateReadmeBlock(file, '<!-- bench-eval -->', '<!-- /bench-eval -->', text);
     say(`${file}: evaluation tables rewritten`);
   }
