@@ -101,6 +101,45 @@ describe('fused training-mode batch norm', () => {
     assertGradientMatchesFiniteDifferences((t) => fused(x, t), residual);
   });
 
+  test('long reductions far from zero keep the statistics and gradient sums exact to float precision', async () => {
+    // 5,115 rows (not a multiple of the kernel's 64-row blocks) of values 1000 +- 0.01: float's E[x^2] - E[x]^2
+    // would lose the variance (3e-5) entirely, and the gradient sums run over every row.
+    const [n, h, w, c] = [5, 31, 33, 16];
+    const x = new Float32Array(n * h * w * c);
+    const dy = new Float32Array(x.length);
+    const noise = randomTensor([x.length], 7).dataSync();
+    const grad = randomTensor([x.length], 8).dataSync();
+    for (let i = 0; i < x.length; i++) {
+      x[i] = 1000 + (i % c) + 0.01 * noise[i]!;
+      dy[i] = 1 + grad[i]!;
+    }
+    const rows = x.length / c;
+    const mean = new Float64Array(c);
+    const variance = new Float64Array(c);
+    for (let i = 0; i < x.length; i++) mean[i % c] += x[i]! / rows;
+    for (let i = 0; i < x.length; i++) variance[i % c] += (x[i]! - mean[i % c]!) ** 2 / rows;
+    await tf.setBackend('native');
+    const gamma = tf.ones([c]) as Tensor1D;
+    const { value: sums, grads } = tf.valueAndGrads((g: Tensor) => {
+      const r = batchNormTrain(tf.tensor(x, [n, h, w, c]), g as Tensor1D, tf.zeros([c]) as Tensor1D, 0);
+      return tf.sum(tf.mul(r.y, tf.tensor(dy, [n, h, w, c])));
+    })([gamma]);
+    const r = batchNormTrain(tf.tensor(x, [n, h, w, c]), gamma, tf.zeros([c]) as Tensor1D, 0);
+    const [m, v] = [r.mean.dataSync(), r.variance.dataSync()];
+    for (let ch = 0; ch < c; ch++) {
+      assert.ok(Math.abs(m[ch]! - mean[ch]!) < 1e-4, `mean[${ch}] ${m[ch]} vs ${mean[ch]}`);
+      assert.ok(Math.abs(v[ch]! / variance[ch]! - 1) < 1e-3, `variance[${ch}] ${v[ch]} vs ${variance[ch]}`);
+    }
+    // dgamma = sum(dy * xhat) in double, against the kernel's blocked float sums; xhat from the kernel's own
+    // float32 mean, whose rounding (ulp 6e-5 at 1000) shifts xhat by far more than any summation error.
+    const dgamma = new Float64Array(c);
+    for (let i = 0; i < x.length; i++) dgamma[i % c] += dy[i]! * ((x[i]! - m[i % c]!) / Math.sqrt(v[i % c]!));
+    const got = grads[0]!.dataSync();
+    for (let ch = 0; ch < c; ch++) assert.ok(Math.abs(got[ch]! - dgamma[ch]!) < 1e-3 * Math.sqrt(rows), `dgamma[${ch}] ${got[ch]} vs ${dgamma[ch]}`);
+    tf.dispose([sums, grads[0]!, gamma, r.y, r.mean, r.variance]);
+    await tf.setBackend('cpu');
+  });
+
   test('the native kernel runs (not the composite)', async () => {
     await tf.setBackend('native');
     assert.ok(tf.getKernel('SelfsupBatchNormTrain', 'native'));
