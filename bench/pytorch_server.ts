@@ -9,12 +9,14 @@ export const PYTHON = '/usr/bin/python3';
  * glibc malloc settings for the PyTorch child. By default glibc hands large
  * freed blocks back to the OS (mmap, heap trim) and each step page-faults its
  * activations in again: PyTorch's CPU steps ran 1.4-4x slower, and bimodal
- * between processes (model b: 340-394 ms a step against 151-186 ms with these).
- * Our engine keeps its own buffer pool and is unaffected. 32 MB is glibc's
- * largest mmap threshold; jemalloc (LD_PRELOAD) was 3-9x slower still.
+ * between processes (model b: 340-394 ms a step against 151-186 ms). The
+ * largest mmap threshold (32 MB) was not enough for two-view batches (model b
+ * at batch 512: 3.4-4.8 s default, 2.0 s, 0.76-0.80 s with mmap off), so mmap
+ * is off and the heap is never trimmed. Our engine keeps its own buffer pool
+ * and is unaffected; jemalloc (LD_PRELOAD) was 3-9x slower still.
  */
 export const PYTORCH_MALLOC_ENV: Readonly<Record<string, string>> = {
-  MALLOC_MMAP_THRESHOLD_: String(32 << 20),
+  MALLOC_MMAP_MAX_: '0',
   MALLOC_TRIM_THRESHOLD_: String(2 ** 34),
 };
 

@@ -1,7 +1,7 @@
 """PyTorch CPU reference for the engine benchmark (`npm run bench`, bench/engines.ts): training steps of the same
 models, batch and timing as the TypeScript bench, on request (see serve), so
 the bench can interleave them with its own. By hand:
-  echo "2 5" | MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 \
+  echo "2 5" | MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184 \
     /usr/bin/python3 bench/pytorch_step.py --spec '{"arch": "convnet", "inChannels": 3, "numClasses": 10, "size": 32}' --batch 64
 (the malloc settings are the bench's, bench/pytorch_server.ts: without them glibc's
 page-fault churn slows PyTorch's steps 1.4-4x).
