@@ -34,7 +34,7 @@ import { SGD, namedParameters } from '../src/train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../src/data/index.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
 import { median, repoRoot } from './rows.js';
-import { CONV_DIRECTIONS, convFlops, type ConvDirection } from './conv_flops.js';
+import { convDirection, convFlops, type ConvDirection } from './conv_flops.js';
 import { runMethodSteps, type MethodStepFlags } from './method_steps.js';
 
 /** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
@@ -352,9 +352,9 @@ async function profileStep(spec: ModelSpec, batch: number): Promise<StepProfile>
     const byDirection = new Map<ConvDirection, { calls: number; ms: number; flops: number }>();
     for (const k of info.kernels) {
       const ms = Number(k.kernelTimeMs) || 0;
+      const direction = convDirection(k.name);
       const flops = convFlops(k.name, k.inputShapes, k.outputShapes);
-      if (flops !== undefined) {
-        const direction = CONV_DIRECTIONS[k.name as keyof typeof CONV_DIRECTIONS];
+      if (direction && flops !== undefined) {
         const d = byDirection.get(direction) ?? { calls: 0, ms: 0, flops: 0 };
         byDirection.set(direction, { calls: d.calls + 1, ms: d.ms + ms, flops: d.flops + flops });
       }
