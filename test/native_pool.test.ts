@@ -1,6 +1,7 @@
 import { before, describe, test } from 'node:test';
 import * as tf from '../src/core/tf.js';
 import type { Tensor4D } from '@tensorflow/tfjs-core';
+import { globalAvgPool } from '../src/nn/resnet.js';
 import { assertGradientMatchesFiniteDifferences, assertNativeMatchesCpu, randomTensor, setupNative } from './helpers.js';
 
 type Case = [number[], number, number, 'same' | 'valid'];
@@ -36,6 +37,20 @@ describe('native pooling', () => {
       // Small steps keep max pooling's argmax stable.
       assertGradientMatchesFiniteDifferences((t) => tf.sum(tf.mul(tf.maxPool(t as Tensor4D, size, stride, pad), w)), x(),
         { eps: 1e-3, atol: 5e-3 });
+    });
+  }
+
+  // globalAvgPool is an average pool over the whole (possibly non-square) map,
+  // for its one-kernel gradient; it must equal tf.mean over H and W.
+  for (const [i, shape] of [[3, 5, 7, 4], [4, 2, 2, 8], [2, 1, 6, 3]].entries()) {
+    test(`globalAvgPool ${shape} on native equals tf.mean on tfjs-cpu, forward and gradient`, async () => {
+      const x = () => randomTensor(shape, 20 + i) as Tensor4D;
+      const w = () => randomTensor([shape[0]!, shape[3]!], 30 + i);
+      await assertNativeMatchesCpu(() => {
+        const viaPool = tf.getBackend() === 'native';
+        const pool = (t: Tensor4D) => (viaPool ? globalAvgPool(t) : tf.mean(t, [1, 2]));
+        return [pool(x()), tf.grad((t) => tf.sum(tf.mul(pool(t as Tensor4D), w())))(x())];
+      });
     });
   }
 });

@@ -10,7 +10,7 @@ import { noGrad } from '../nn/module.js';
  * every weight into NaN).
  */
 export function l2Normalize<T extends Tensor>(x: T, axis = -1, eps = 1e-12): T {
-  return tf.tidy(() => tf.div(x, tf.sqrt(tf.maximum(tf.sum(tf.pow(tf.abs(x), tf.scalar(2, 'int32')), axis, true), eps * eps))));
+  return tf.tidy(() => tf.div(x, tf.sqrt(tf.maximum(tf.sum(tf.square(x), axis, true), eps * eps))));
 }
 
 /** A copy of `x` the gradient tape does not see, so gradients stop here (torch's `.detach()`). */

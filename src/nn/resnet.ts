@@ -150,8 +150,14 @@ class Stage extends Module {
   }
 }
 
+/**
+ * Mean over H and W. As one average pool, not tf.mean: Mean's gradient
+ * broadcasts dy against a ones tensor and divides it (three passes over the
+ * map), AvgPool's is one native kernel.
+ */
 export function globalAvgPool(x: Tensor4D): Tensor2D {
-  return tf.mean(x, [1, 2]) as Tensor2D;
+  const [n, h, w, c] = x.shape;
+  return tf.reshape(tf.avgPool(x, [h, w], [h, w], 'valid'), [n, c]);
 }
 
 export class ResNet extends Module {
