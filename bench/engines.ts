@@ -34,7 +34,7 @@ import { SGD, namedParameters } from '../src/train/optimizers.js';
 import { detcoPipeline, loadFashionMnist, measureLoaderThroughput, twoViewPipeline, type PipelineSpec, type ThroughputResult } from '../src/data/index.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
 import { median, repoRoot } from './rows.js';
-import { convDirection, convFlops, type ConvDirection } from './conv_flops.js';
+import { profileStep, profileTable, type StepProfile } from './profile.js';
 import { runMethodSteps, type MethodStepFlags } from './method_steps.js';
 
 /** The bench models. `size`x`size`x`inChannels` inputs, `numClasses` classes. */
@@ -86,52 +86,6 @@ interface BenchOptions {
   json?: boolean;
   loader: boolean;
   loaderWorkers: string;
-}
-
-interface KernelProfileRow {
-  kernel: string;
-  ms: number;
-  percent: number;
-  calls: number;
-  /** Input shapes of the costliest call signature. */
-  inputShapes: string;
-}
-
-/** One convolution direction's share of a profiled step. */
-interface ConvDirectionRow {
-  direction: ConvDirection;
-  calls: number;
-  ms: number;
-  gflop: number;
-  gflops: number;
-}
-
-interface StepProfile {
-  totalMs: number;
-  kernels: KernelProfileRow[];
-  conv: ConvDirectionRow[];
-  /** The backend's f32 GFLOP/s on one large square matmul: the attainable peak the convolutions are judged against. */
-  matmulPeakGflops: number;
-}
-
-/** Best-of-five GFLOP/s of an n x n x n f32 matmul on the current backend. */
-function matmulPeakGflops(n = 2048): number {
-  const a = tf.randomNormal([n, n]);
-  const b = tf.randomNormal([n, n]);
-  try {
-    let best = Infinity;
-    for (let i = 0; i < 6; i++) {
-      const t0 = performance.now();
-      const c = tf.matMul(a, b);
-      c.dataSync();
-      c.dispose();
-      if (i > 0) best = Math.min(best, performance.now() - t0);
-    }
-    return (2 * n ** 3) / (best * 1e6);
-  } finally {
-    a.dispose();
-    b.dispose();
-  }
 }
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
@@ -341,42 +295,12 @@ function bf16Skipped(opts: BenchOptions, backends: BackendName[]): string | unde
 
 const pytorchScript = () => path.join(repoRoot(), 'bench', 'pytorch_step.py');
 
-/** Per-kernel time of one training step (after one warm-up step), aggregated by kernel name, and each convolution direction's GFLOP/s. */
-async function profileStep(spec: ModelSpec, batch: number): Promise<StepProfile> {
+/** Per-kernel time of one training step, after one warm-up step. */
+async function profileModelStep(spec: ModelSpec, batch: number): Promise<StepProfile> {
   const run = trainingStep(spec, batch);
   try {
     run.step().dispose();
-    const info = await tf.profile(() => run.step());
-    (info.result as Tensor).dispose();
-    const byName = new Map<string, { ms: number; calls: number; bySignature: Map<string, number> }>();
-    const byDirection = new Map<ConvDirection, { calls: number; ms: number; flops: number }>();
-    for (const k of info.kernels) {
-      const ms = Number(k.kernelTimeMs) || 0;
-      const direction = convDirection(k.name);
-      const flops = convFlops(k.name, k.inputShapes, k.outputShapes);
-      if (direction && flops !== undefined) {
-        const d = byDirection.get(direction) ?? { calls: 0, ms: 0, flops: 0 };
-        byDirection.set(direction, { calls: d.calls + 1, ms: d.ms + ms, flops: d.flops + flops });
-      }
-      const entry = byName.get(k.name) ?? { ms: 0, calls: 0, bySignature: new Map<string, number>() };
-      const signature = k.inputShapes.map((s) => (s ? `[${s.join(',')}]` : '-')).join(' ');
-      entry.ms += ms;
-      entry.calls += 1;
-      entry.bySignature.set(signature, (entry.bySignature.get(signature) ?? 0) + ms);
-      byName.set(k.name, entry);
-    }
-    const totalMs = [...byName.values()].reduce((s, e) => s + e.ms, 0);
-    const kernels = [...byName]
-      .map(([kernel, e]) => ({
-        kernel,
-        ms: e.ms,
-        percent: totalMs > 0 ? (100 * e.ms) / totalMs : 0,
-        calls: e.calls,
-        inputShapes: [...e.bySignature].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '',
-      }))
-      .sort((a, b) => b.ms - a.ms);
-    const conv = [...byDirection].map(([direction, d]) => ({ direction, calls: d.calls, ms: d.ms, gflop: d.flops / 1e9, gflops: d.ms > 0 ? d.flops / (d.ms * 1e6) : 0 }));
-    return { totalMs, kernels, conv, matmulPeakGflops: matmulPeakGflops() };
+    return await profileStep(() => run.step().dispose());
   } finally {
     run.dispose();
   }
@@ -428,19 +352,6 @@ function modelRatios(results: Record<string, EngineResult>): Record<string, numb
     if (r !== undefined) out[name] = r;
   }
   return out;
-}
-
-function profileTable(spec: ModelSpec, batch: number, backend: string, profile: StepProfile): string {
-  const lines = [`\nper-kernel profile: one ${spec.id} training step, batch ${batch}, on ${backend} (${fmt(profile.totalMs)} ms in kernels)`];
-  lines.push(`  ${'kernel'.padEnd(28)}${'ms'.padStart(10)}${'%'.padStart(7)}${'calls'.padStart(7)}   costliest input shapes`);
-  for (const k of profile.kernels.slice(0, 15)) {
-    lines.push(`  ${k.kernel.padEnd(28)}${fmt(k.ms).padStart(10)}${fmt(k.percent).padStart(7)}${String(k.calls).padStart(7)}   ${k.inputShapes}`);
-  }
-  lines.push(`\nconvolutions by direction, against ${fmt(profile.matmulPeakGflops, 0)} GFLOP/s (the backend's f32 2048^3 matmul, best of 5):`);
-  for (const d of profile.conv) {
-    lines.push(`  conv ${d.direction.padEnd(17)}${fmt(d.ms).padStart(9)} ms${fmt(d.gflop, 2).padStart(9)} GFLOP${fmt(d.gflops, 0).padStart(7)} GFLOP/s  (${fmt((100 * d.gflops) / profile.matmulPeakGflops, 0)}% of peak)`);
-  }
-  return lines.join('\n');
 }
 
 function pickModels(list: string): ModelSpec[] {
@@ -507,7 +418,7 @@ async function runBench(opts: BenchOptions): Promise<void> {
       }
       log(`profiling one ${profileSpec.id} step on ${backend}`);
       try {
-        profile = { model: profileSpec.id, batch, backend, ...(await profileStep(profileSpec, batch)) };
+        profile = { model: profileSpec.id, batch, backend, ...(await profileModelStep(profileSpec, batch)) };
       } catch (err) {
         say(`\nper-kernel profile failed on ${backend}: ${err instanceof Error ? err.message : String(err)}`);
       }
@@ -524,7 +435,7 @@ async function runBench(opts: BenchOptions): Promise<void> {
     say(table(spec, batchOf(spec), r));
     return { model: spec, batch: batchOf(spec), results: r, ratios: modelRatios(r) };
   });
-  if (profile && profileSpec) say(profileTable(profileSpec, profile.batch, profile.backend, profile));
+  if (profile && profileSpec) say(profileTable(`one ${profileSpec.id} training step, batch ${profile.batch}, on ${profile.backend}`, profile));
 
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const file = path.join(repoRoot(), 'bench', 'results', `${stamp}.json`);
@@ -622,6 +533,7 @@ async function main(): Promise<void> {
     .option('--methods', "one training step of every method against PyTorch (bench/method_steps.ts) instead of the engine table")
     .option('--rows <list>', 'with --methods: the methods to time (default: all)')
     .option('--rounds <n>', 'with --methods: timed interleaved rounds per method', positiveInt, 5)
+    .option('--profile-methods <list>', 'with --methods: also profile one step of these methods per kernel and input shapes')
     .parse();
   const opts = program.opts<BenchOptions & MethodStepFlags>();
   if (opts.methods) return runMethodSteps(opts);

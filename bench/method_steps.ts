@@ -43,6 +43,7 @@ import { worldCommunicator } from '../src/dist/communicator.js';
 import { createOptimizer, namedParameters } from '../src/train/optimizers.js';
 import { PytorchServer, pytorchUnavailable } from './pytorch_server.js';
 import { forwardedArgs, median, repoRoot } from './rows.js';
+import { profileStep, profileTable, type StepProfile } from './profile.js';
 
 /** The flags of bench/engines.ts this mode reads. */
 export interface MethodStepFlags {
@@ -58,6 +59,8 @@ export interface MethodStepFlags {
   budget: number;
   pytorch: boolean;
   loader: boolean;
+  /** Comma-separated methods whose step is profiled per kernel and shape after the timings. */
+  profileMethods?: string;
   json?: boolean;
 }
 
@@ -437,6 +440,18 @@ export function pickMethods(rows: string | undefined): string[] {
   return wanted;
 }
 
+/** One step of `name` profiled per kernel, after two warm-up steps. */
+async function profileMethodStep(name: string): Promise<StepProfile> {
+  const run = buildMethodStep(name);
+  try {
+    run.step();
+    run.step();
+    return await profileStep(() => void run.step());
+  } finally {
+    run.dispose();
+  }
+}
+
 /** `npm run bench -- --methods`: see the header. */
 export async function runMethodSteps(flags: MethodStepFlags): Promise<void> {
   const names = pickMethods(flags.rows);
@@ -456,6 +471,7 @@ export async function runMethodSteps(flags: MethodStepFlags): Promise<void> {
   const file = path.join(repoRoot(), 'bench', 'results', `methods-${stamp}.json`);
   const rows: MethodRow[] = [];
   let loader: LoaderRow[] | { skipped: string } | undefined;
+  const profiles: Record<string, StepProfile> = {};
   const results = () => ({
     timestamp: new Date().toISOString(),
     kind: 'method-steps',
@@ -469,6 +485,7 @@ export async function runMethodSteps(flags: MethodStepFlags): Promise<void> {
       return isTimed(d) && isTimed(m) ? d.msPerStep / m.msPerStep : null;
     })(),
     loader,
+    profiles,
   });
   for (const name of names) {
     try {
@@ -481,12 +498,14 @@ export async function runMethodSteps(flags: MethodStepFlags): Promise<void> {
     writeFileAtomic(file, `${JSON.stringify(results(), null, 2)}\n`);
   }
   loader = flags.loader ? await loaderThroughput(names, rows) : undefined;
+  for (const name of flags.profileMethods ? pickMethods(flags.profileMethods) : []) profiles[name] = await profileMethodStep(name);
 
   say(table(rows));
   if (loader && 'skipped' in loader) say(`\nloader throughput skipped: ${loader.skipped}`);
   else if (loader) say(loaderTable(loader));
   const text = `${JSON.stringify(results(), null, 2)}\n`;
   writeFileAtomic(file, text);
+  for (const [name, profile] of Object.entries(profiles)) say(profileTable(`one ${name} step, batch ${flags.batch ?? SETTING.batch}, on ${backend}`, profile));
   say(`\nresults written to ${path.relative(process.cwd(), file)}\n`);
   for (const r of rows) say(ratioLine(r.method, r.ratio));
   say(detcoLine(rows));
