@@ -440,9 +440,9 @@ export function pickMethods(rows: string | undefined): string[] {
   return wanted;
 }
 
-/** One step of `name` profiled per kernel, after two warm-up steps. */
-async function profileMethodStep(name: string): Promise<StepProfile> {
-  const run = buildMethodStep(name);
+/** One step of `name` at `batch` (default the setting's) profiled per kernel, after two warm-up steps. */
+async function profileMethodStep(name: string, batch: number | undefined): Promise<StepProfile> {
+  const run = buildMethodStep(name, { batch });
   try {
     run.step();
     run.step();
@@ -498,7 +498,7 @@ export async function runMethodSteps(flags: MethodStepFlags): Promise<void> {
     writeFileAtomic(file, `${JSON.stringify(results(), null, 2)}\n`);
   }
   loader = flags.loader ? await loaderThroughput(names, rows) : undefined;
-  for (const name of flags.profileMethods ? pickMethods(flags.profileMethods) : []) profiles[name] = await profileMethodStep(name);
+  for (const name of flags.profileMethods ? pickMethods(flags.profileMethods) : []) profiles[name] = await profileMethodStep(name, flags.batch);
 
   say(table(rows));
   if (loader && 'skipped' in loader) say(`\nloader throughput skipped: ${loader.skipped}`);
