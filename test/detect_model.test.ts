@@ -428,12 +428,12 @@ describe('2-image overfit', { skip: needScenes }, () => {
       batch: () => batch,
       losses: (b, rng) => model.losses(input.toTensor(b, S, S), b.targets, rng),
     };
-    const iters = 40;
+    const iters = 80;
     const started = performance.now();
     try {
       const fit = await finetune(
         task,
-        { iters, batchSize: 2, lr: 0.05, momentum: 0.9, weightDecay: 1e-4, warmupIters: 5, warmupFactor: 0.001, milestones: [32], gamma: 0.1, seed: 0, checkpointEvery: 1000 },
+        { iters, batchSize: 2, lr: 0.05, momentum: 0.9, weightDecay: 1e-4, warmupIters: 5, warmupFactor: 0.001, milestones: [Math.round(iters * 0.8)], gamma: 0.1, seed: 0, checkpointEvery: 1000 },
         { stateFile: null, fingerprint: 'overfit', log: () => undefined, quiet: true },
       );
       assert.equal(fit.iterations, iters);
@@ -447,9 +447,11 @@ describe('2-image overfit', { skip: needScenes }, () => {
       // A detector that cannot fit two images has a broken piece: labels or box targets
       // misassigned, a gradient that does not reach a head, test-time decoding that does not
       // invert training's encoding, or eval-mode BN statistics that do not match training's.
-      // Scene seeds 3, 5 and 8 all reach box AP50 1.0 at 40 iterations. Mask AP is not asserted:
-      // after 40 iterations the 28x28 mask probabilities follow the targets (correlation 0.5 with
-      // them, 0.39 with their transpose) but mostly stay below the 0.5 paste threshold.
+      // 80 iterations, not 40: at 40 a change of rounding in the batch-norm sums turned scene
+      // seed 3's AP50 from 1.0 to 0.75. At 80, scene seeds 3, 5, 8, 11 and 13 all reached 1.0 at
+      // one thread and at two (whose rounding differs again). Mask AP is not asserted: after 40
+      // iterations the 28x28 mask probabilities follow the targets (correlation 0.5 with them,
+      // 0.39 with their transpose) but mostly stay below the 0.5 paste threshold.
       assert.ok(box.AP50! >= 0.9, `box AP50 ${box.AP50} (loss ${curve})`);
       assert.ok(fit.lossCurve.at(-1)!.loss < fit.lossCurve[0]!.loss, `loss went down: ${curve}`);
     } finally {

@@ -88,9 +88,11 @@ export async function knnAgainstRandomInit(
     methodOptions = {},
     warmupEpochs,
     batchSize = 128,
-  }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown>; warmupEpochs?: number; batchSize?: number } = {},
+    seed = 0,
+  }: { epochs?: number; width?: number; methodOptions?: Record<string, unknown>; warmupEpochs?: number; batchSize?: number; seed?: number } = {},
 ): Promise<{ random: number; trained: number; losses: number[]; config: RunConfig; metrics: EpochMetrics[] }> {
   const config = tinyConfig(method, {
+    seed,
     epochs: epochCount,
     methodOptions,
     ...(warmupEpochs === undefined ? {} : { schedule: { warmupEpochs } }),
@@ -109,6 +111,6 @@ export async function knnAgainstRandomInit(
   const trained = result.metrics.at(-1)?.knn?.top1;
   if (trained === undefined) throw new Error(`${method}: the last epoch has no online kNN`);
   const losses = result.metrics.map((m) => m.loss);
-  console.log(`# ${method}: kNN random init ${random.toFixed(1)}, trained ${trained.toFixed(1)}; losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
+  console.log(`# ${method} (seed ${seed}): kNN random init ${random.toFixed(1)}, trained ${trained.toFixed(1)}; losses ${losses.map((l) => l.toFixed(2)).join(' ')}`);
   return { random, trained, losses, config, metrics: result.metrics };
 }

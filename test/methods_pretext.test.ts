@@ -313,23 +313,27 @@ test('rotation, 124 steps: kNN beats the untrained network and the 4-way accurac
 
 // The jigsaw puzzle, like relative location below, learns its task in short
 // runs without its features beating the untrained network's kNN: at one
-// thread none of 9 settings did (docs/experiments.md#pretext-tasks).
-test('jigsaw, 31 steps: the 100-way accuracy rises far above chance and the kNN stays near the untrained network\'s', async () => {
-  // Measured (one thread): kNN 64.7 vs 63.3, accuracy 0.09.
-  const { random, trained, accuracy } = await pretextRun('jigsaw', { lr: 0.1, epochs: 1, batchSize: 64, images: 2000 });
+// thread none of 9 settings did (docs/experiments.md#pretext-tasks). Both
+// runs check that the features stay usable, far above chance (10%), not how
+// they compare with the untrained network's: that moved by up to 13 points
+// across seeds and thread counts (docs/experiments.md#2026-12-06-tests-that-passed-on-one-trajectory).
+test('jigsaw, 31 steps: the 100-way accuracy rises far above chance and the kNN stays far above chance', async () => {
+  // Measured (one thread): kNN 64.7 vs 63.3, accuracy 0.09; seeds 0-2 at one and two threads: 52.1-65.5.
+  const { trained, accuracy } = await pretextRun('jigsaw', { lr: 0.1, epochs: 1, batchSize: 64, images: 2000 });
   assert.ok(accuracy.at(-1)! > 0.01 + 0.04, `jigsaw accuracy ${accuracy.join(' ')} (chance 0.01)`);
-  assert.ok(trained > random - 5, `kNN ${trained} after training vs ${random} untrained`);
+  assert.ok(trained > 40, `kNN ${trained} after training (chance 10)`);
 });
 
 // Relative location learns its task in a short run, but its features did not
 // beat the untrained network's kNN in any budget tried (up to 248 steps;
 // docs/experiments.md#pretext-tasks): this run checks that the task is learnt
 // and the features stay usable, not that they improve.
-test('relloc, 31 steps: the 8-way accuracy rises far above chance and the kNN stays near the untrained network\'s', async () => {
-  // Measured: kNN 60.4 vs 63.3, accuracy 0.26 (62.7 without the per-patch layer). 8 px patches, not the default
+test('relloc, 31 steps: the 8-way accuracy rises far above chance and the kNN stays far above chance', async () => {
+  // Measured: kNN 60.4 vs 63.3, accuracy 0.26 (62.7 without the per-patch layer); with float
+  // batch-norm sums 52.0, and over seeds 0-3 at one and two threads 51.9-59.2. 8 px patches, not the default
   // 16: in 31 steps at width 4 the zoomed patches cost 8 kNN points (54.8),
   // though at the bench's length they gain 3.6 (docs/experiments.md).
-  const { random, trained, accuracy } = await pretextRun('relloc', { lr: 0.1, epochs: 1, batchSize: 32, images: 1000, methodOptions: { patchSize: 8 } });
+  const { trained, accuracy } = await pretextRun('relloc', { lr: 0.1, epochs: 1, batchSize: 32, images: 1000, methodOptions: { patchSize: 8 } });
   assert.ok(accuracy.at(-1)! > 0.125 + 0.08, `relloc accuracy ${accuracy.join(' ')} (chance 0.125)`);
-  assert.ok(trained > random - 5, `kNN ${trained} after training vs ${random} untrained`);
+  assert.ok(trained > 40, `kNN ${trained} after training (chance 10)`);
 });
