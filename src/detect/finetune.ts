@@ -11,6 +11,7 @@ import { Rng } from '../core/random.js';
 import { readFinetuneState, restoreModule, restoreOptimizer, saveFinetuneState } from '../io/checkpoint.js';
 import type { Module } from '../nn/module.js';
 import { StopOnSignal } from '../train/callbacks.js';
+import { yieldToEventLoop } from '../train/loop.js';
 import { createProgress } from '../train/metrics.js';
 import { namedParameters, SGD } from '../train/optimizers.js';
 import { warmupMultiStep } from '../train/schedules.js';
@@ -145,6 +146,9 @@ export async function finetune<B>(task: FinetuneTask<B>, settings: FinetuneSetti
         Object.assign(window, { loss: 0, terms: {}, count: 0 });
       }
       if (iter % settings.checkpointEvery === 0 && iter < settings.iters) save();
+      // Every step is synchronous; without this turn of the event loop, Ctrl-C's handler
+      // (installed above, replacing the default exit) would never run until the last iteration.
+      await yieldToEventLoop();
     }
     if (loop.stopRequested || iter === settings.iters) save();
   } finally {

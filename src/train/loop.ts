@@ -249,7 +249,8 @@ export function trainStep(
   }
 }
 
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** Lets pending signals (Ctrl-C) and timers run: a loop that never yields never hears them. */
+export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** The warm-up pass draws its own order and augmentations, not epoch 0's. */
 const WARM_UP_EPOCH = -1;
