@@ -315,7 +315,7 @@ function stateBytes(model: MaskRCNN): Map<string, Buffer> {
 
 test('a real SIGINT stops a fine-tuning process after the step, with the state saved, and it exits normally', async () => {
   // A process, not an AbortSignal: the signal reaches the loop only if the loop yields to the
-  // event loop. Before it did, Ctrl-C during \`eval detect\` was ignored to the last iteration.
+  // event loop. Before it did, Ctrl-C during `eval detect` was ignored to the last iteration.
   const stateFile = join(tmp, 'sigint-finetune.safetensors');
   const url = (path: string) => JSON.stringify(fileURLToPath(new URL(path, import.meta.url)));
   const script = `
