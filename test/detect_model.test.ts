@@ -7,7 +7,6 @@
 // Native backend (what the protocols run on); the tiny models keep the file
 // within about a minute on two cores.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +30,7 @@ import { evaluateCoco } from '../src/eval/coco_eval.js';
 import { ConfusionMatrix } from '../src/eval/semseg.js';
 import { ResNet } from '../src/nn/resnet.js';
 import { warmupMultiStep } from '../src/train/schedules.js';
-import { assertClose, assertGradientMatchesFiniteDifferences, randomArray, randomTensor } from './helpers.js';
+import { assertClose, assertGradientMatchesFiniteDifferences, interruptAfter, randomArray, randomTensor } from './helpers.js';
 
 const missing = missingPackages(['tuxpaintStamps', 'openclipart']);
 const needScenes = missing.length > 0 ? `synthetic scenes need Debian packages: apt-get install ${missing.join(' ')}` : false;
@@ -338,15 +337,9 @@ test('a real SIGINT stops a fine-tuning process after the step, with the state s
     const settings = { iters: 20000, batchSize: 8, lr: 0.001, momentum: 0.9, weightDecay: 0, warmupIters: 0, warmupFactor: 1, milestones: [], gamma: 0.1, seed: 0, checkpointEvery: 20000 };
     const r = await finetune(task, settings, { stateFile: ${JSON.stringify(stateFile)}, fingerprint: 'sigint', log: () => undefined, quiet: true });
     process.stdout.write(JSON.stringify({ iterations: r.iterations, stopped: r.stopped }));`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => {
-    output += c.toString();
-    if (output === 'iter\n') child.kill('SIGINT');
-  });
-  const code = await new Promise((resolve) => child.on('exit', (c, signal) => resolve(c ?? signal)));
-  assert.equal(code, 0, output);
-  const result = JSON.parse(output.slice('iter\n'.length)) as { iterations: number; stopped: string };
+  const { code, rest } = await interruptAfter(script, 'iter\n');
+  assert.equal(code, 0, rest);
+  const result = JSON.parse(rest) as { iterations: number; stopped: string };
   assert.equal(result.stopped, 'SIGINT');
   assert.ok(result.iterations >= 3 && result.iterations < 20000, `stopped after ${result.iterations} iterations`);
   assert.ok(existsSync(stateFile), 'the state is saved on the stop');

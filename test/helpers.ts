@@ -1,6 +1,7 @@
 // Shared test utilities: deterministic random tensors, closeness assertions,
 // running the same computation on two backends, and finite-difference checks.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { registerNativeBackend } from '../src/backend/native_backend.js';
@@ -123,4 +124,20 @@ export function countCalls(name: string): () => number {
     return original(...args);
   };
   return () => calls;
+}
+
+/**
+ * Runs the ES module `script` in a child Node process, sends it SIGINT once its
+ * stdout is exactly `marker`, and returns its exit code (or the signal that
+ * ended it) and what it printed after the marker.
+ */
+export async function interruptAfter(script: string, marker: string): Promise<{ code: number | NodeJS.Signals | null; rest: string }> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => {
+    output += c.toString();
+    if (output === marker) child.kill('SIGINT');
+  });
+  const code = await new Promise<number | NodeJS.Signals | null>((resolve) => child.on('exit', (c, signal) => resolve(c ?? signal)));
+  return { code, rest: output.startsWith(marker) ? output.slice(marker.length) : output };
 }

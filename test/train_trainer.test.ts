@@ -2,7 +2,6 @@
 // tensor count, NaN stop, and a tiny supervised run whose kNN accuracy beats
 // the same network at random initialisation.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +19,7 @@ import { loadTestSet, loadTrainingSet } from '../src/data/dataset_config.js';
 import { MetricsLog, type EpochMetrics, type StepMetrics } from '../src/train/metrics.js';
 import { OnlineKnn } from '../src/train/online_knn.js';
 import { NonFiniteLossError, NonFiniteStateError, train } from '../src/train/trainer.js';
-import { bufferValues } from './helpers.js';
+import { bufferValues, interruptAfter } from './helpers.js';
 import { fashionMethod } from './method_runs.js';
 
 await useBackend('native');
@@ -236,15 +235,9 @@ test('SIGINT stops a training process after writing a checkpoint, and it exits n
     import { parseRunConfig } from ${configJs};
     const r = await train(parseRunConfig(${config}), { quiet: true, log: () => undefined, onStep: (s) => s.step === 1 && process.stdout.write('step\\n') });
     process.stdout.write(JSON.stringify(r));`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => {
-    output += c.toString();
-    if (output === 'step\n') child.kill('SIGINT');
-  });
-  const code = await new Promise((resolve) => child.on('exit', resolve));
+  const { code, rest } = await interruptAfter(script, 'step\n');
   assert.equal(code, 0);
-  const result = JSON.parse(output.slice(5)) as { stoppedEarly: boolean; steps: number };
+  const result = JSON.parse(rest) as { stoppedEarly: boolean; steps: number };
   assert.equal(result.stoppedEarly, true);
   assert.ok(result.steps >= 2 && result.steps < 400, `stopped after ${result.steps} steps`);
   assert.equal(readCheckpoint(join(out, 'last.safetensors')).state.position.step, result.steps);
