@@ -27,7 +27,8 @@ describe('fused training-mode batch norm', () => {
   });
 
   test('native forward and all three gradients match the composite on tfjs-cpu, plain and grouped (shuffle-BN)', async () => {
-    const cases: Array<[number[], number]> = [[[4, 5, 5, 3], 1], [[2, 3, 7], 1], [[64, 16], 1], [[2, 9, 9, 33], 1], [[8, 3, 3, 5], 4], [[6, 7], 3]];
+    // Channels that are multiples of 16 take the kernel's vector path (more than 128: several register chunks).
+    const cases: Array<[number[], number]> = [[[4, 5, 5, 3], 1], [[2, 3, 7], 1], [[64, 16], 1], [[2, 9, 9, 33], 1], [[8, 3, 3, 5], 4], [[6, 7], 3], [[2, 5, 5, 144], 1], [[8, 3, 3, 32], 4]];
     for (const [i, [shape, groups]] of cases.entries()) {
       const c = shape[shape.length - 1]!;
       const run = () => {
@@ -54,6 +55,10 @@ describe('fused training-mode batch norm', () => {
       [[4, 5, 5, 3], 1, false, true],
       [[6, 7], 3, true, false],
       [[64, 16], 1, false, false],
+      [[4, 6, 6, 16], 1, true, true],
+      [[2, 5, 5, 144], 1, true, true],
+      [[8, 3, 3, 32], 4, true, true],
+      [[3, 4, 4, 48], 1, false, true],
     ];
     for (const [i, [shape, groups, withResidual, relu]] of cases.entries()) {
       const c = shape[shape.length - 1]!;
