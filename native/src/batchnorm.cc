@@ -160,6 +160,22 @@ Napi::Value BatchNormTrain(const Napi::CallbackInfo& info) {
   }
   const float* sc = scale.data();
   const float* sh = shift.data();
+  if (C % 16 == 0) {
+    // One pass per vector for the affine map, residual and ReLU (with the
+    // row loops below, y is stored and reloaded between the three).
+    const Vec16 zero = {};
+#pragma omp parallel for schedule(static) if (s.rows * C >= kParallelGrain)
+    for (int64_t r = 0; r < s.rows; ++r) {
+      for (int64_t ch = 0; ch < C; ch += 16) {
+        const int64_t i = r * C + ch;
+        Vec16 v = load16(x + i) * load16(sc + ch) + load16(sh + ch);
+        if (residual) v += load16(residual + i);
+        if (relu) v = v > zero ? v : zero;
+        store16(y + i, v);
+      }
+    }
+    return info.Env().Undefined();
+  }
 #pragma omp parallel for schedule(static) if (s.rows * C >= kParallelGrain)
   for (int64_t r = 0; r < s.rows; ++r) {
     const float* xr = x + r * C;
