@@ -149,6 +149,9 @@ describe('native bf16 kernels match tfjs-cpu at bf16 precision', () => {
     // Padding 2 in backward-data: the backward-data primitive, not a forward one.
     { x: [2, 10, 10, 32], k: [3, 3], oc: 32, stride: 1, pad: 'valid' },
     { x: [2, 4, 4, 128], k: [3, 3], oc: 128, stride: 1, pad: 'same' },
+    // Backward-weights on maps of 16 pixels or fewer with 256+ channels: im2col and one matmul.
+    { x: [2, 4, 4, 256], k: [3, 3], oc: 272, stride: 1, pad: 'same' },
+    { x: [2, 8, 7, 256], k: [3, 3], oc: 256, stride: 2, pad: 'same' },
   ];
   const label = (c: Case) => `x${c.x.join('x')} k${c.k.join('x')} oc${c.oc} s${c.stride} ${JSON.stringify(c.pad)} d${c.dilation ?? 1}`;
 
@@ -255,6 +258,7 @@ describe('native bf16 kernels match tfjs-cpu at bf16 precision', () => {
           assert.doesNotMatch(impl, /ref|wino/, `${dims} ${dir}: ${impl}`);
         }
       }
+      assert.match(addon.conv2dImplementation(shapes[3]!, 'backwardWeights'), /^im2col\+matmul:brg.* bf16$/);
       assert.match(addon.matmulImplementation([1, 1, 64, 512, 10, 0, 0, 0]), /^brg.*bf16 bf16$/);
       assert.equal(addon.info().precision, 'bf16');
     } finally {
