@@ -29,6 +29,7 @@ const cases: Case[] = [
   { x: [2, 8, 8, 64], k: [3, 3], oc: 64, stride: 1, pad: 'same' },
   { x: [1, 10, 13, 80], k: [3, 3], oc: 96, stride: 1, pad: 'same' },
   { x: [2, 10, 10, 64], k: [3, 3], oc: 64, stride: 1, pad: 'valid' }, // backward-data falls back to direct
+  { x: [3, 4, 5, 128], k: [3, 3], oc: 64, stride: 1, pad: 'same' }, // a 4x5 map: one tile high
 ];
 
 const label = (c: Case) => `x${c.x.join('x')} k${c.k.join('x')} oc${c.oc} s${c.stride} ${JSON.stringify(c.pad)} d${c.dilation ?? 1}`;
@@ -99,7 +100,7 @@ describe('native conv2d algorithm choice', () => {
     return [2, h, h, c, 3, 3, oc, o, o, 1, 1, 1, 1, pad, pad, pad, pad, 1, 0];
   };
 
-  test('3x3 stride-1 convolutions with 64+ channels (multiples of 16) on 8x8+ maps run Winograd, the rest direct', (t) => {
+  test('3x3 stride-1 convolutions with 64+ channels (multiples of 16) on 4x4+ maps run Winograd, the rest direct', (t) => {
     const impl = (d: number[]) => nativeAddon().conv2dImplementation(d);
     // Winograd is oneDNN's AVX-512 kernel only.
     if (!/avx512/.test(impl(dims(8, 64, 64, 1)))) {
@@ -108,7 +109,8 @@ describe('native conv2d algorithm choice', () => {
     }
     assert.match(impl(dims(8, 64, 64, 1)), /wino/);
     assert.match(impl(dims(16, 80, 96, 1)), /wino/);
-    assert.doesNotMatch(impl(dims(4, 512, 512, 1)), /wino/, 'a 4x4 map');
+    assert.match(impl(dims(4, 512, 512, 1)), /wino/, 'a 4x4 map');
+    assert.doesNotMatch(impl(dims(3, 512, 512, 1)), /wino/, 'a 3x3 map');
     assert.doesNotMatch(impl(dims(16, 32, 32, 1)), /wino/, '32 channels');
     assert.doesNotMatch(impl(dims(16, 72, 64, 1)), /wino/, '72 channels');
     assert.match(impl(dims(10, 64, 64, 0)), /wino/, 'VALID padding');
