@@ -58,10 +58,16 @@ static dnnl::reorder& cachedReorder(const dnnl::memory& from, const dnnl::memory
   return reorders.get(describe(from.get_desc()) + "->" + describe(to.get_desc()), [&] { return dnnl::reorder(from, to); });
 }
 
+// Scratch starts on a 64-byte boundary: some oneDNN kernels load their
+// blocked inputs with aligned AVX-512 moves (the Winograd backward-weights
+// one crashed on a vector's 16-byte-aligned storage).
 static dnnl::memory scratch(const dnnl::memory::desc& d, std::vector<float>& slot) {
-  size_t floats = (d.get_size() + sizeof(float) - 1) / sizeof(float);
+  constexpr size_t kAlign = 64 / sizeof(float);
+  size_t floats = (d.get_size() + sizeof(float) - 1) / sizeof(float) + kAlign;
   if (slot.size() < floats) slot.resize(floats);
-  return dnnl::memory(d, cpuEngine(), slot.data());
+  auto address = reinterpret_cast<uintptr_t>(slot.data());
+  float* aligned = slot.data() + ((64 - address % 64) % 64) / sizeof(float);
+  return dnnl::memory(d, cpuEngine(), aligned);
 }
 
 dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::memory::desc& to,
