@@ -61,13 +61,16 @@ static dnnl::reorder& cachedReorder(const dnnl::memory& from, const dnnl::memory
 // Scratch starts on a 64-byte boundary: some oneDNN kernels load their
 // blocked inputs with aligned AVX-512 moves (the Winograd backward-weights
 // one crashed on a vector's 16-byte-aligned storage).
-static dnnl::memory scratch(const dnnl::memory::desc& d, std::vector<float>& slot) {
+void* alignedScratch(std::vector<float>& slot, size_t bytes) {
   constexpr size_t kAlign = 64 / sizeof(float);
-  size_t floats = (d.get_size() + sizeof(float) - 1) / sizeof(float) + kAlign;
+  size_t floats = (bytes + sizeof(float) - 1) / sizeof(float) + kAlign;
   if (slot.size() < floats) slot.resize(floats);
   auto address = reinterpret_cast<uintptr_t>(slot.data());
-  float* aligned = slot.data() + ((64 - address % 64) % 64) / sizeof(float);
-  return dnnl::memory(d, cpuEngine(), aligned);
+  return slot.data() + ((64 - address % 64) % 64) / sizeof(float);
+}
+
+static dnnl::memory scratch(const dnnl::memory::desc& d, std::vector<float>& slot) {
+  return dnnl::memory(d, cpuEngine(), alignedScratch(slot, d.get_size()));
 }
 
 dnnl::memory reorderInto(const dnnl::memory::desc& from, void* src, const dnnl::memory::desc& to,

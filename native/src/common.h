@@ -158,6 +158,10 @@ struct CachedReorder {
   dnnl::memory::desc from, to;
 };
 
+// `bytes` of storage in `slot` starting on a 64-byte boundary, valid until
+// the slot is used again.
+void* alignedScratch(std::vector<float>& slot, size_t bytes);
+
 // A printable, unique description of a memory desc, for cache keys.
 std::string describe(const dnnl::memory::desc& d);
 

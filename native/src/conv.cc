@@ -265,6 +265,14 @@ bool backwardWeightsAsMatmul(const ConvShape& s) {
          s.c >= 256 && s.oc >= 256;
 }
 
+// dw [KH*KW*IC, OC] = cols^T [KH*KW*IC, pixels] x dy [pixels, OC], cols and dy in bf16.
+dnnl::matmul::desc backwardWeightsMatmulDesc(const ConvShape& s) {
+  const int64_t pixels = s.n * s.oh * s.ow, rows = s.kh * s.kw * s.c;
+  return dnnl::matmul::desc(memory::desc({rows, pixels}, dt::bf16, memory::dims{1, rows}),
+                            memory::desc({pixels, s.oc}, dt::bf16, memory::dims{s.oc, 1}),
+                            memory::desc({rows, s.oc}, dt::f32, memory::dims{s.oc, 1}));
+}
+
 ShapeCache<dnnl::matmul> backwardWeightsMatmulCache;
 std::vector<float> colsSlot, xBf16Slot, dyBf16Slot;
 
@@ -275,9 +283,7 @@ void backwardWeightsByMatmul(const ConvShape& s, const std::vector<int64_t>& dim
   memory::desc dyDesc({pixels, s.oc}, dt::bf16, memory::dims{s.oc, 1});
   memory dyb = reorderInto(dyUser, dy, dyDesc, dyBf16Slot);
   // im2col in bf16 (2 bytes a value): row p holds, tap by tap, the C inputs under output pixel p; zeros in the padding.
-  const size_t colsFloats = (pixels * rows + 1) / 2;
-  if (colsSlot.size() < colsFloats) colsSlot.resize(colsFloats);
-  auto* cols = reinterpret_cast<uint16_t*>(colsSlot.data());
+  auto* cols = static_cast<uint16_t*>(alignedScratch(colsSlot, pixels * rows * sizeof(uint16_t)));
   const auto* xs = static_cast<const uint16_t*>(xb.get_data_handle());
   parallelRanges(pixels, rows, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
@@ -291,14 +297,13 @@ void backwardWeightsByMatmul(const ConvShape& s, const std::vector<int64_t>& dim
         }
     }
   });
-  memory::desc colsT({rows, pixels}, dt::bf16, memory::dims{1, rows});
-  memory::desc dwDesc({rows, s.oc}, dt::f32, memory::dims{s.oc, 1});
+  const auto desc = backwardWeightsMatmulDesc(s);
   auto& mm = backwardWeightsMatmulCache.get(keyOf("bwd_weights_mm", dims), [&] {
-    return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(colsT, dyDesc, dwDesc), cpuEngine()));
+    return dnnl::matmul(dnnl::matmul::primitive_desc(desc, cpuEngine()));
   });
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(colsT, cpuEngine(), cols)},
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(desc.data.src_desc, cpuEngine(), cols)},
                                        {DNNL_ARG_WEIGHTS, dyb},
-                                       {DNNL_ARG_DST, memory(dwDesc, cpuEngine(), dw)}};
+                                       {DNNL_ARG_DST, memory(desc.data.dst_desc, cpuEngine(), dw)}};
   executeDeferringSignals(mm, cpuStream(), args);
   cpuStream().wait();
 }
@@ -357,10 +362,8 @@ Napi::Value Conv2dImplementation(const Napi::CallbackInfo& info) {
       out = name(pd, pd.diff_dst_desc());
     }
   } else if (direction == "backwardWeights" && backwardWeightsAsMatmul(s)) {
-    dnnl::matmul::desc d(memory::desc({s.kh * s.kw * s.c, s.n * s.oh * s.ow}, dt::bf16, memory::dims{1, s.kh * s.kw * s.c}),
-                         memory::desc({s.n * s.oh * s.ow, s.oc}, dt::bf16, memory::dims{s.oc, 1}),
-                         memory::desc({s.kh * s.kw * s.c, s.oc}, dt::f32, memory::dims{s.oc, 1}));
-    out = "im2col+matmul:" + std::string(dnnl::matmul::primitive_desc(d, cpuEngine()).impl_info_str()) + " bf16";
+    auto pd = dnnl::matmul::primitive_desc(backwardWeightsMatmulDesc(s), cpuEngine());
+    out = "im2col+matmul:" + std::string(pd.impl_info_str()) + " bf16";
   } else if (direction == "backwardWeights") {
     auto pd = backwardWeightsPd(s, false);
     out = name(pd, pd.src_desc());
