@@ -123,7 +123,7 @@ describe('native layout kernels match tfjs-cpu', () => {
     }
   });
 
-  test('gather along axis 0 (rows repeated, in any order, of any rank); other axes stay with tfjs-cpu', async () => {
+  test('gather along axis 0, or the first axis after batchDims (rows repeated, in any order, of any rank); other axes stay with tfjs-cpu', async () => {
     const cases: Array<[number[], number[] | number[][]]> = [
       [[5], [4, 0, 0, 2]],
       [[6, 3], [5, 1, 1, 0, 3]],
@@ -134,12 +134,24 @@ describe('native layout kernels match tfjs-cpu', () => {
     for (const [i, [shape, indices]] of cases.entries()) {
       await exactlyLikeCpu(calls.gatherRows!, () => tf.gather(randomTensor(shape, i), tf.tensor(indices, undefined, 'int32')), `gather ${shape} rows ${JSON.stringify(indices).slice(0, 40)}`);
     }
+    // batchDims 1, the gathered axis right after it (DenseCL's per-image correspondences): each batch picks its own rows.
+    const perImage: Array<[number[], number[][]]> = [
+      [[3, 4, 5], [[3, 0, 0, 1], [2, 2, 1, 0], [0, 3, 3, 3]]],
+      [[2, 6], [[5, 0], [1, 4]]],
+      [[4, 3, 2, 2], [[0], [2], [1], [2]]],
+    ];
+    for (const [i, [shape, indices]] of perImage.entries()) {
+      await exactlyLikeCpu(calls.gatherRows!, () => tf.gather(randomTensor(shape, 20 + i), tf.tensor(indices, undefined, 'int32'), 1, 1), `gather ${shape} per batch ${JSON.stringify(indices)}`);
+    }
     const before = calls.gatherRows!();
     await assertNativeMatchesCpu(() => tf.gather(randomTensor([3, 4], 9), tf.tensor1d([3, 0, 2], 'int32'), 1), {}, 'gather along axis 1');
+    await assertNativeMatchesCpu(() => tf.gather(randomTensor([2, 3, 4], 10), tf.tensor([[3, 0], [1, 1]], undefined, 'int32'), 2, 1), {}, 'batchDims 1, axis 2');
     assert.equal(calls.gatherRows!(), before, 'a gather along another axis should be left to tfjs-cpu');
     await tf.setBackend('native');
     assert.throws(() => tf.gather(tf.zeros([3, 2]), tf.tensor1d([1, 3], 'int32')), /index 3 is not in \[0, 3\)/);
     assert.throws(() => tf.gather(tf.zeros([3, 2]), tf.tensor1d([-1], 'int32')), /index -1/);
+    // Row 1 * 2 + 2 = 4 exists in the flat [6, 1] view; the check is per batch.
+    assert.throws(() => tf.gather(tf.zeros([3, 2]), tf.tensor([[0], [2], [1]], undefined, 'int32'), 1, 1), /index 2 is not in \[0, 2\)/);
   });
 
   test('the addon rejects out-of-range arguments', () => {
