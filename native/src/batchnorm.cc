@@ -56,8 +56,8 @@ void chunkBlockSums(int64_t r0, int64_t r1, int64_t c0, float* out0, float* out1
   for (int64_t r = r0; r < r1; ++r)
     for (int j = 0; j < CB; ++j) chunkSums(r, c0 + 16 * j, a0[j], a1[j]);
   for (int j = 0; j < CB; ++j) {
-    std::memcpy(out0 + c0 + 16 * j, &a0[j], sizeof(Vec16));
-    std::memcpy(out1 + c0 + 16 * j, &a1[j], sizeof(Vec16));
+    store16(out0 + c0 + 16 * j, a0[j]);
+    store16(out1 + c0 + 16 * j, a1[j]);
   }
 }
 
@@ -257,11 +257,10 @@ Napi::Value BatchNormTrainBackward(const Napi::CallbackInfo& info) {
   }
   const float *kk = k.data(), *md = meanDy.data(), *mdx = meanDyXhat.data();
   if (C % 16 == 0) {
-    // dx = a * g + b * x + c per channel, 16 channels a vector: the same
+    // dx = k * g + b * x + c per channel, 16 channels a vector: the same
     // formula with the per-channel terms folded, one select for the mask.
-    std::vector<float> a(C), b(C), c(C);
+    std::vector<float> b(C), c(C);
     for (int64_t ch = 0; ch < C; ++ch) {
-      a[ch] = kk[ch];
       b[ch] = -kk[ch] * is[ch] * mdx[ch];
       c[ch] = -kk[ch] * md[ch] - b[ch] * mean[ch];
     }
@@ -272,7 +271,7 @@ Napi::Value BatchNormTrainBackward(const Napi::CallbackInfo& info) {
         Vec16 g = load16(dy + i);
         if (y) g = load16(y + i) > zero ? g : zero;
         if (dresidual) store16(dresidual + i, g);
-        store16(dx + i, load16(&a[ch]) * g + load16(&b[ch]) * load16(x + i) + load16(&c[ch]));
+        store16(dx + i, load16(kk + ch) * g + load16(&b[ch]) * load16(x + i) + load16(&c[ch]));
       }
     }
     return info.Env().Undefined();

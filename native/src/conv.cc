@@ -231,20 +231,21 @@ Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
 bool winogradBackwardWeights(const ConvShape& s) { return currentPrecision() == Precision::F32 && winogradShape(s); }
 
 dnnl::convolution_backward_weights::primitive_desc backwardWeightsPd(const ConvShape& s, bool withBias) {
+  auto make = [&](bool wino, dt type) {
+    dnnl::convolution_backward_weights::desc d(wino ? dnnl::algorithm::convolution_winograd : dnnl::algorithm::convolution_direct,
+                                               activations(s.src(), wino, type), s.anyWeights(),
+                                               withBias ? s.bias() : memory::desc(), activations(s.dst(), wino, type),
+                                               s.strides(), s.dilates(), s.padL(), s.padR());
+    return dnnl::convolution_backward_weights::primitive_desc(d, cpuEngine(), forwardPd(s, withBias, false, wino, type));
+  };
   if (winogradBackwardWeights(s)) {
     try {
-      dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_winograd, activations(s.src(), true),
-                                                 s.anyWeights(), withBias ? s.bias() : memory::desc(),
-                                                 activations(s.dst(), true), s.strides(), s.dilates(), s.padL(), s.padR());
-      return dnnl::convolution_backward_weights::primitive_desc(d, cpuEngine(), forwardPd(s, withBias, false, true));
+      return make(true, dt::f32);
     } catch (const dnnl::error&) {
     }
   }
   return inPrecision([&](dt type) {
-    dnnl::convolution_backward_weights::desc d(dnnl::algorithm::convolution_direct, activations(s.src(), false, type),
-                                               s.anyWeights(), withBias ? s.bias() : memory::desc(),
-                                               activations(s.dst(), false, type), s.strides(), s.dilates(), s.padL(), s.padR());
-    dnnl::convolution_backward_weights::primitive_desc pd(d, cpuEngine(), forwardPd(s, withBias, false, false, type));
+    auto pd = make(false, type);
     // oneDNN 2.6's jit_1x1:avx2 backward-weights kernel can spin forever in
     // its threads' barrier (seen on 2 threads, ResNet's strided 1x1
     // shortcut); the next implementation (gemm) is taken instead.
@@ -278,10 +279,10 @@ std::vector<float> colsSlot, xBf16Slot, dyBf16Slot;
 
 void backwardWeightsByMatmul(const ConvShape& s, const std::vector<int64_t>& dims, float* x, float* dy, float* dw) {
   const int64_t pixels = s.n * s.oh * s.ow, rows = s.kh * s.kw * s.c;
+  const auto desc = backwardWeightsMatmulDesc(s);
   memory xb = reorderInto(s.src(), x, memory::desc({s.n, s.c, s.h, s.w}, dt::bf16, tag::nhwc), xBf16Slot);
   memory::desc dyUser({pixels, s.oc}, dt::f32, memory::dims{s.oc, 1});
-  memory::desc dyDesc({pixels, s.oc}, dt::bf16, memory::dims{s.oc, 1});
-  memory dyb = reorderInto(dyUser, dy, dyDesc, dyBf16Slot);
+  memory dyb = reorderInto(dyUser, dy, memory::desc(desc.data.weights_desc), dyBf16Slot);
   // im2col in bf16 (2 bytes a value): row p holds, tap by tap, the C inputs under output pixel p; zeros in the padding.
   auto* cols = static_cast<uint16_t*>(alignedScratch(colsSlot, pixels * rows * sizeof(uint16_t)));
   const auto* xs = static_cast<const uint16_t*>(xb.get_data_handle());
@@ -297,7 +298,6 @@ void backwardWeightsByMatmul(const ConvShape& s, const std::vector<int64_t>& dim
         }
     }
   });
-  const auto desc = backwardWeightsMatmulDesc(s);
   auto& mm = backwardWeightsMatmulCache.get(keyOf("bwd_weights_mm", dims), [&] {
     return dnnl::matmul(dnnl::matmul::primitive_desc(desc, cpuEngine()));
   });
