@@ -13,7 +13,8 @@
 // the row's run and trains it afresh). With several rows, each trains in a
 // child process of its own, so one row's heap and kernel caches cannot slow
 // the next.
-// --readme rewrites the table between the bench-methods markers of README.md.
+// --readme rewrites the bench-methods blocks: a summary in README.md, the full
+// table in docs/benchmarks.md.
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -32,7 +33,7 @@ import { LAST_CHECKPOINT, readCheckpoint } from '../src/io/checkpoint.js';
 import type { SwAV } from '../src/methods/swav.js';
 import type { RunConfig } from '../src/train/config.js';
 import type { TrainResult } from '../src/train/loop.js';
-import { readResultFile, runSelfInChild, updateReadmeBlock } from './rows.js';
+import { readResultFile, runSelfInChild, updateSummaryAndFull } from './rows.js';
 
 interface Row {
   name: string;
@@ -201,13 +202,24 @@ function table(results: RowResult[], settings: Settings): string {
   return lines.join('\n');
 }
 
+/** The README's short form: top-1 only, two methods a line; the full table goes to docs/benchmarks.md. */
+function summaryTable(results: Array<Pick<RowResult, 'label' | 'knnTop1' | 'linearTop1'>>, settings: Pick<Settings, 'width' | 'limit' | 'epochs' | 'precision'>): string {
+  const half = Math.ceil(results.length / 2);
+  const cell = (r: (typeof results)[number] | undefined) => (r ? `${r.label} | ${r.knnTop1.toFixed(1)} | ${r.linearTop1.toFixed(1)}` : ' | | ');
+  const lines = [
+    `Res5 top-1 % on the 10,000 test images (kNN k=200; linear probe) after ${settings.epochs} epochs on ${settings.limit.toLocaleString('en')} Fashion-MNIST images, ` +
+      `ResNet-18 width ${settings.width}${settings.precision === 'bf16' ? ', bf16' : ''}; top-5, minutes per epoch, final losses and cluster NMI: ` +
+      '[docs/benchmarks.md](docs/benchmarks.md#methods).',
+    '',
+    '| method | kNN | linear | method | kNN | linear |',
+    '|---|---:|---:|---|---:|---:|',
+  ];
+  for (let i = 0; i < half; i++) lines.push(`| ${cell(results[i])} | ${cell(results[half + i])} |`);
+  return lines.join('\n');
+}
+
 const START = '<!-- bench-methods -->';
 const END = '<!-- /bench-methods -->';
-
-function updateReadme(file: string, text: string): void {
-  updateReadmeBlock(file, START, END, text);
-  say(`${file}: methods table rewritten`);
-}
 
 /** This script again, for the one row, with the same flags; its table and README update are left to the parent. */
 function runInChild(row: string): void {
@@ -227,7 +239,7 @@ async function main(): Promise<void> {
     .option('--workers <n>', 'loader worker threads', nonNegativeInt, 1)
     .option('--precision <p>', "the training steps' precision: f32 or bf16 (AVX512-BF16; use its own --out)", 'f32')
     .option('--force', 'discard the chosen rows\' runs and results and train them afresh')
-    .option('--readme [file]', 'rewrite the table in README.md (or this file) from every result present')
+    .option('--readme [file]', "rewrite the summary in README.md (or this file) and the full table in docs/benchmarks.md beside it, from every result present")
     .parse();
   const flags = program.opts<Flags>();
   flags.force = Boolean(flags.force);
@@ -276,7 +288,10 @@ async function main(): Promise<void> {
   const results = order.map((n) => readResult(resultPath(n))).filter((r): r is RowResult => r !== null && sameSettings(r.settings, settings));
   const text = table(results, settings);
   process.stdout.write(`${text}\n`);
-  if (flags.readme) updateReadme(flags.readme === true ? 'README.md' : flags.readme, text);
+  if (flags.readme) {
+    const written = updateSummaryAndFull(flags.readme === true ? 'README.md' : flags.readme, START, END, summaryTable(results, settings), text);
+    say(`methods table rewritten: the summary in ${written[0]}, the full table in ${written[1]}`);
+  }
 }
 
 main().catch((err: unknown) => {

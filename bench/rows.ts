@@ -1,7 +1,7 @@
 // What the benchmarks (bench/engines.ts, bench/methods.ts, bench/transfer.ts)
 // share: the repository root, running one unit of work in a child process of
 // the same script with the same flags, and rewriting a marked block of
-// README.md.
+// README.md (a summary there, the full tables in docs/benchmarks.md).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -63,6 +63,29 @@ export function replaceBlock(text: string, start: string, end: string, body: str
 export function updateReadmeBlock(file: string, start: string, end: string, body: string): void {
   const path = resolve(file);
   writeFileAtomic(path, replaceBlock(readFileSync(path, 'utf8'), start, end, body, file));
+}
+
+/** docs/benchmarks.md beside a README: where a benchmark's full tables go when the README keeps a summary. */
+export function benchmarksPageOf(readme: string): string {
+  return join(dirname(resolve(readme)), 'docs', 'benchmarks.md');
+}
+
+/**
+ * The README's block gets the summary and the same block of
+ * docs/benchmarks.md beside it the full tables. Both blocks are checked
+ * before either file is written, so a missing marker changes nothing.
+ */
+export function updateSummaryAndFull(readme: string, start: string, end: string, summary: string, full: string): string[] {
+  const page = benchmarksPageOf(readme);
+  const writes = [
+    { path: resolve(readme), body: summary },
+    { path: page, body: full },
+  ].map((w) => {
+    if (!existsSync(w.path)) throw new Error(`${w.path} does not exist: it needs a ${start} ... ${end} block to rewrite`);
+    return { path: w.path, text: replaceBlock(readFileSync(w.path, 'utf8'), start, end, w.body, w.path) };
+  });
+  for (const w of writes) writeFileAtomic(w.path, w.text);
+  return writes.map((w) => w.path);
 }
 
 /** A benchmark's stored result at `path`, or null when there is none; a damaged file is an error saying to delete it to `redo`. */

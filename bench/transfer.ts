@@ -24,8 +24,9 @@
 // settings; a job whose result holds the same settings is not run again, an
 // interrupted pretraining run resumes from its last checkpoint and an
 // interrupted fine-tune from the protocol's own state file. --force discards
-// the chosen rows' runs and results. --readme rewrites the block between the
-// bench-transfer markers of README.md from every result present.
+// the chosen rows' runs and results. --readme rewrites the bench-transfer
+// blocks from every result present: a summary in README.md, the full tables in
+// docs/benchmarks.md.
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -47,7 +48,7 @@ import { LAST_CHECKPOINT } from '../src/io/checkpoint.js';
 import { buildBackbone } from '../src/nn/backbone.js';
 import { namedParameters, SGD } from '../src/train/optimizers.js';
 import { PYTHON, PytorchServer, pytorchUnavailable } from './pytorch_server.js';
-import { median, repoRoot, runSelfInChild, updateReadmeBlock } from './rows.js';
+import { median, repoRoot, runSelfInChild, updateSummaryAndFull } from './rows.js';
 import {
   canonicalJson,
   checkGates,
@@ -71,12 +72,14 @@ import {
   resultFile,
   rowStats,
   SETTINGS,
+  summaryText,
   TRANSFER_ROWS,
   type Job,
   type JobResult,
   type ProtocolName,
   type RowStats,
   type SettingName,
+  type SettingSummary,
 } from './transfer_report.js';
 
 interface Flags {
@@ -394,8 +397,19 @@ function describe(f: Flags, seeds: number[], pretrainSeeds: number[]): string {
   );
 }
 
-/** The tables (also the README block) and, apart, the settings tried: history, which goes to the terminal and docs/experiments.md. */
-function reportText(f: Flags, collected: Collected[], seeds: number[], pretrainSeeds: number[], tried: string[]): { text: string; history: string; gateLines: string[] } {
+/**
+ * The tables (docs/benchmarks.md's block), the README's summary of them (the
+ * first setting's metrics, every gate, the other settings' rankings) and,
+ * apart, the settings tried: history, which goes to the terminal and
+ * docs/experiments.md.
+ */
+function reportText(
+  f: Flags,
+  collected: Collected[],
+  seeds: number[],
+  pretrainSeeds: number[],
+  tried: string[],
+): { text: string; summary: string; history: string; gateLines: string[] } {
   const lrs = TRANSFER_ROWS.filter((r) => r.method)
     .map((r) => {
       const res = readJobResult<PretrainResult>(resultFile(f.out, { kind: 'pretrain', row: r.name, seed: pretrainSeeds[0]! }));
@@ -410,6 +424,12 @@ function reportText(f: Flags, collected: Collected[], seeds: number[], pretrainS
       `batch ${f.ftBatchSize}, ${f.roiBatchPerImage} RoIs per image, lr 0.01, warm-up ${f.warmupIters}, steps at 75% and 92%. Mean ± std over seeds ${seeds.join(', ')} (pretraining seeds ${pretrainSeeds.join(', ')}); ` +
       'the noise floor is the pooled per-run std over seeds; fine-tune img/s is the detector\'s training rate in `detect`.',
   ];
+  const trainScenes = Math.round(f.scenes * (1 - f.sceneValFraction));
+  const summaryHeader =
+    `ResNet-18 width ${f.width} (ImageNet stem) pretrained ${f.epochs} epochs on ${f.objects.toLocaleString('en')} object images (${f.objectSize} px), every row with the same budget; ` +
+    `fine-tuned on scenes (128 px): box and mask AP of a Mask R-CNN FPN, mIoU of a semantic FPN; mean ± std over seeds ${seeds.join(', ')}. ` +
+    'Noise floors, speeds, every setting in full: [docs/benchmarks.md](docs/benchmarks.md#transfer).';
+  const summaries: SettingSummary[] = [];
   const gateLines: string[] = [];
   for (const { setting, rows } of collected) {
     const title =
@@ -423,13 +443,17 @@ function reportText(f: Flags, collected: Collected[], seeds: number[], pretrainS
     }
     const noise = noiseFloor(rows);
     const gates = formatGates(setting, checkGates(rows, noise.AP, gateOptions(f)));
+    const rank = ranking(rows, noise.AP);
     gateLines.push(...gates);
-    lines.push(metricsTable(rows), '', noiseLine(noise), '', ...gates.map((g) => `- ${g}`), '', `Ranking by AP^bb: ${ranking(rows, noise.AP)}`);
+    lines.push(metricsTable(rows), '', noiseLine(noise), '', ...gates.map((g) => `- ${g}`), '', `Ranking by AP^bb: ${rank}`);
+    const short =
+      setting === 'full' ? `${f.fullIters} iterations on all ${trainScenes} training scenes` : `${f.lowIters} iterations on the first ${f.lowTrainLimit} training scenes`;
+    summaries.push({ title: short, rows, gates, ranking: rank });
   }
   const speed = readSpeed(f);
   if (speed) lines.push('', speedLine(speed));
   const history = [`Settings tried in ${f.out} (each for every row; none tuned for one method):`, ...tried.map((t) => `- ${t}`)].join('\n');
-  return { text: lines.join('\n'), history, gateLines };
+  return { text: lines.join('\n'), summary: summaryText(summaryHeader, summaries), history, gateLines };
 }
 
 const START = '<!-- bench-transfer -->';
@@ -642,7 +666,7 @@ async function main(): Promise<void> {
     .option('--ignore-gates', 'go on to the methods when supervised does not clear random init')
     .option('--quick', 'smoke-test budgets (minutes): tiny data, 1 epoch, a few dozen iterations, seeds 0,1')
     .option('--force', "discard the chosen rows' runs and results first")
-    .option('--readme [file]', 'rewrite the bench-transfer block of README.md (or this file) from every result present')
+    .option('--readme [file]', 'rewrite the bench-transfer blocks of README.md (or this file; a summary) and of docs/benchmarks.md beside it (the full tables), from every result present')
     .option('--table-only', 'run nothing: print the tables (and --readme) from the results present with these settings')
     .option('--speed', 'time the detector training step against torchvision (and nothing else)')
     .option('--speed-steps <n>', 'timed steps of each engine', positiveInt, 5)
@@ -729,14 +753,13 @@ async function main(): Promise<void> {
 
   const collected = collect(f, seeds, pretrainSeeds);
   // The tables show every result present that was made with these settings, whichever rows ran now.
-  const { text, history, gateLines } = reportText(f, collected, seeds, pretrainSeeds, triedSettings(f, null));
+  const { text, summary, history, gateLines } = reportText(f, collected, seeds, pretrainSeeds, triedSettings(f, null));
   process.stdout.write(`${text}\n\n${history}\n`);
   say('');
   for (const line of gateLines) say(line);
   if (f.readme) {
-    const file = f.readme === true ? 'README.md' : f.readme;
-    updateReadmeBlock(file, START, END, text);
-    say(`${file}: transfer table rewritten`);
+    const written = updateSummaryAndFull(f.readme === true ? 'README.md' : f.readme, START, END, summary, text);
+    say(`transfer tables rewritten: the summary in ${written[0]}, the full tables in ${written[1]}`);
   }
 }
 

@@ -312,17 +312,43 @@ export function ranking(rows: RowStats[], noise: number | null | undefined): str
   return noise == null ? `${text} (one seed: no noise floor, '>' is not a significance claim)` : text;
 }
 
-export function metricsTable(rows: RowStats[]): string {
-  const lines = [
-    `| pretraining | ${METRICS.map((m) => m.title).join(' | ')} | seeds | fine-tune img/s | pretrain min/epoch |`,
-    `|---|${METRICS.map(() => '---:').join('|')}|---:|---:|---:|`,
-  ];
+/** One line per row, mean ± std of each metric; `metricsOnly` (the README's summary) leaves out seeds, img/s and min/epoch. */
+export function metricsTable(rows: RowStats[], metricsOnly = false): string {
+  const extra = metricsOnly ? '' : ' seeds | fine-tune img/s | pretrain min/epoch |';
+  const lines = [`| pretraining | ${METRICS.map((m) => m.title).join(' | ')} |${extra}`, `|---|${METRICS.map(() => '---:').join('|')}|${metricsOnly ? '' : '---:|---:|---:|'}`];
   for (const r of rows) {
+    const metrics = `| ${r.label} | ${METRICS.map((m) => formatStat(r.metrics[m.key])).join(' | ')} |`;
+    if (metricsOnly) {
+      lines.push(metrics);
+      continue;
+    }
     const n = Math.max(0, ...Object.values(r.metrics).map((s) => s?.n ?? 0));
     const ips = r.imagesPerSec === undefined || !Number.isFinite(r.imagesPerSec) ? '-' : r.imagesPerSec.toFixed(1);
     const mpe = r.minutesPerEpoch == null ? '-' : r.minutesPerEpoch.toFixed(2);
-    lines.push(`| ${r.label} | ${METRICS.map((m) => formatStat(r.metrics[m.key])).join(' | ')} | ${n} | ${ips} | ${mpe} |`);
+    lines.push(`${metrics} ${n} | ${ips} | ${mpe} |`);
   }
+  return lines.join('\n');
+}
+
+/** One setting's part of the README summary: `title` names it, `gates` are formatGates' lines. */
+export interface SettingSummary {
+  title: string;
+  rows: RowStats[];
+  gates: string[];
+  ranking: string;
+}
+
+/**
+ * The README's summary of the tables: `header`, the first setting's metrics
+ * table, every setting's gate lines, and the other settings' rankings.
+ */
+export function summaryText(header: string, settings: SettingSummary[]): string {
+  const withRows = settings.filter((s) => s.rows.length > 0);
+  const lines = [header];
+  const [first, ...others] = withRows;
+  if (!first) return [...lines, '', 'no results yet'].join('\n');
+  lines.push('', `**${first.title}**`, '', metricsTable(first.rows, true), '', ...withRows.flatMap((s) => s.gates.map((g) => `- ${g}`)));
+  if (others.length) lines.push('', ...others.map((s) => `Ranking by AP^bb, ${s.title}: ${s.ranking}`));
   return lines.join('\n');
 }
 

@@ -1,8 +1,9 @@
 // The methods benchmark script end to end at a toy size: rows train, are
-// scored, written as JSON, skipped when present, and rendered into a README.
+// scored, written as JSON, skipped when present, and rendered into a README
+// summary and a full table in docs/benchmarks.md.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -18,7 +19,10 @@ test('bench:methods trains, scores and tabulates rows, skips finished ones and r
   const dir = mkdtempSync(join(tmpdir(), 'selfsup-bench-methods-'));
   const out = join(dir, 'runs');
   const readme = join(dir, 'README.md');
+  const page = join(dir, 'docs', 'benchmarks.md');
   writeFileSync(readme, 'before\n<!-- bench-methods -->\nold table\n<!-- /bench-methods -->\nafter\n');
+  mkdirSync(join(dir, 'docs'));
+  writeFileSync(page, 'page\n<!-- bench-methods -->\nold full table\n<!-- /bench-methods -->\nend\n');
   const toy = ['--limit', '512', '--epochs', '1', '--batch-size', '128', '--width', '4', '--workers', '0', '--out', out];
 
   const first = bench(['--rows', 'supervised,random-init', ...toy, '--readme', readme]);
@@ -33,9 +37,14 @@ test('bench:methods trains, scores and tabulates rows, skips finished ones and r
   assert.ok(existsSync(join(out, 'supervised', 'last.safetensors')));
   assert.match(first.stdout, /\| supervised \(labels\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/);
   assert.match(first.stdout, /\| random initialisation \(no training\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| - \| - \|/);
+  // The README gets the summary (top-1, two rows a line), docs/benchmarks.md the full table.
   const text = readFileSync(readme, 'utf8');
-  assert.ok(text.startsWith('before\n<!-- bench-methods -->\nResNet-18 width 4') && text.endsWith('<!-- /bench-methods -->\nafter\n'), text);
+  assert.ok(text.startsWith('before\n<!-- bench-methods -->\nRes5 top-1 %') && text.endsWith('<!-- /bench-methods -->\nafter\n'), text);
+  assert.match(text, /\n\| supervised \(labels\) \| [\d.]+ \| [\d.]+ \| random initialisation \(no training\) \| [\d.]+ \| [\d.]+ \|\n/);
   assert.doesNotMatch(text, /old table/);
+  const full = readFileSync(page, 'utf8');
+  assert.ok(full.startsWith('page\n<!-- bench-methods -->\nResNet-18 width 4') && full.endsWith('<!-- /bench-methods -->\nend\n'), full);
+  assert.match(full, /\| random initialisation \(no training\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| - \| - \|/);
 
   const again = bench(['--rows', 'supervised', ...toy]);
   assert.equal(again.code, 0, again.stderr);

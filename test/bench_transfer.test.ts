@@ -3,11 +3,11 @@
 // job: mean ± std, the noise floor, the gates, the ranking, the table, the
 // job plan and when a job counts as done.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { forwardedArgs, replaceBlock } from '../bench/rows.js';
+import { benchmarksPageOf, forwardedArgs, replaceBlock, updateSummaryAndFull } from '../bench/rows.js';
 import {
   checkGates,
   formatStat,
@@ -25,6 +25,7 @@ import {
   resultFile,
   rowStats,
   sameSettings,
+  summaryText,
   TRANSFER_ROWS,
   type Job,
   type RowStats,
@@ -123,6 +124,13 @@ test('the table has one line per row with mean ± std, seeds, img/s and minutes 
   assert.equal(lines[1], '|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   assert.equal(lines[2], '| DetCo (HIC + CGLC) | 11.0 ± 1.4 | 21.0 ± 1.4 | 10.0 ± 1.4 | 9.0 ± 1.4 | 42.0 ± 2.8 | 2 | 3.5 | 2.50 |');
   assert.equal(lines[3], '| random init (no pretraining) | 1.0 | - | - | - | 20.0 | 1 | - | - |');
+  // The README's summary keeps the metrics only.
+  assert.deepEqual(metricsTable([stats, random], true).split('\n'), [
+    '| pretraining | AP^bb | AP50 | AP75 | AP^mk | mIoU |',
+    '|---|---:|---:|---:|---:|---:|',
+    '| DetCo (HIC + CGLC) | 11.0 ± 1.4 | 21.0 ± 1.4 | 10.0 ± 1.4 | 9.0 ± 1.4 | 42.0 ± 2.8 |',
+    '| random init (no pretraining) | 1.0 | - | - | - | 20.0 |',
+  ]);
 });
 
 test('the plan runs the data, then the gate rows, pretraining each run once, random init after its supervised donor', () => {
@@ -169,4 +177,49 @@ test('children get the parent\'s flags less the dropped ones and --readme; READM
   assert.deepEqual(forwardedArgs(['--readme', '--quick'], []), ['--quick']);
   assert.equal(replaceBlock('a\n<!-- s -->\nold\n<!-- /s -->\nb\n', '<!-- s -->', '<!-- /s -->', 'new'), 'a\n<!-- s -->\nnew\n<!-- /s -->\nb\n');
   assert.throws(() => replaceBlock('no markers', '<!-- s -->', '<!-- /s -->', 'new', 'README.md'), /README\.md has no <!-- s --> \.\.\. <!-- \/s --> block/);
+});
+
+test('--readme writes the summary to the README and the full tables to docs/benchmarks.md beside it, or neither', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'selfsup-readme-'));
+  const readme = join(dir, 'README.md');
+  const page = join(dir, 'docs', 'benchmarks.md');
+  assert.equal(benchmarksPageOf(readme), page);
+  const marked = (body: string) => `top\n<!-- s -->\n${body}\n<!-- /s -->\nbottom\n`;
+  writeFileSync(readme, marked('old summary'));
+  // No docs page: an error naming it, and the README untouched.
+  assert.throws(() => updateSummaryAndFull(readme, '<!-- s -->', '<!-- /s -->', 'short', 'long'), /docs\/benchmarks\.md does not exist/);
+  assert.equal(readFileSync(readme, 'utf8'), marked('old summary'));
+  mkdirSync(join(dir, 'docs'));
+  writeFileSync(page, 'no block here\n');
+  assert.throws(() => updateSummaryAndFull(readme, '<!-- s -->', '<!-- /s -->', 'short', 'long'), /benchmarks\.md has no <!-- s -->/);
+  assert.equal(readFileSync(readme, 'utf8'), marked('old summary'));
+  writeFileSync(page, marked('old full'));
+  assert.deepEqual(updateSummaryAndFull(readme, '<!-- s -->', '<!-- /s -->', 'short', 'long'), [readme, page]);
+  assert.equal(readFileSync(readme, 'utf8'), marked('short'));
+  assert.equal(readFileSync(page, 'utf8'), marked('long'));
+});
+
+test("the README summary: the first setting's metrics table, every setting's gates, the other settings' rankings", () => {
+  const rows = [apRow('supervised', 3, 0.1), apRow('random-init', 1, 0.2)];
+  const text = summaryText('HEADER', [
+    { title: 'full title', rows, gates: ['PASS [full] a'], ranking: 'supervised 3.0 > random-init 1.0' },
+    { title: 'empty', rows: [], gates: [], ranking: '' },
+    { title: 'low title', rows, gates: ['FAIL [low] b'], ranking: 'supervised 3.0 ≈ random-init 1.0' },
+  ]);
+  assert.deepEqual(text.split('\n'), [
+    'HEADER',
+    '',
+    '**full title**',
+    '',
+    '| pretraining | AP^bb | AP50 | AP75 | AP^mk | mIoU |',
+    '|---|---:|---:|---:|---:|---:|',
+    '| supervised | 3.0 ± 0.1 | - | - | - | - |',
+    '| random-init | 1.0 ± 0.2 | - | - | - | - |',
+    '',
+    '- PASS [full] a',
+    '- FAIL [low] b',
+    '',
+    'Ranking by AP^bb, low title: supervised 3.0 ≈ random-init 1.0',
+  ]);
+  assert.equal(summaryText('HEADER', [{ title: 'x', rows: [], gates: [], ranking: '' }]), 'HEADER\n\nno results yet');
 });
