@@ -5,10 +5,11 @@
 // a 4-iteration fine-tune with --json; the report is written under
 // <run>/eval/, the fine-tune state beside it, and an identical second command
 // resumes from that state (at its last iteration: no training) and reports
-// the same metrics. Skipped when the clip-art packages are missing.
+// the same metrics; Ctrl-C saves the state and exits 130. Skipped when the
+// clip-art packages are missing.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -114,6 +115,26 @@ describe('selfsup eval detect | segment', { skip }, () => {
     // The human-readable table (no --json).
     const table = selfsup(args.filter((a) => a !== '--json'));
     assert.match(table.stdout, /semantic FPN fine-tuned 4 iterations on 8 scenes, tested on 4 \(supervised\)\n +mIoU +fwIoU +mACC +pACC\n/);
+  });
+
+  test('Ctrl-C during the fine-tune: the state is saved, the message says how to resume, and the exit code is 130', async () => {
+    const evalDir = join(run, 'eval');
+    const states = () =>
+      existsSync(evalDir) ? readdirSync(evalDir).filter((d) => existsSync(join(evalDir, d, 'finetune.safetensors'))) : [];
+    const before = new Set(states());
+    const child = spawn(process.execPath, [MAIN, 'eval', 'detect', '--checkpoint', run, '--scenes', scenes, '--iters', '5000', '--batch-size', '2', '--random-init', '--seed', '7', '--checkpoint-every', '10'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // The first periodic save proves the loop (and its signal handler) is running.
+    const started = Date.now();
+    while (!states().some((d) => !before.has(d)) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 100));
+    child.kill('SIGINT');
+    const code = await exited;
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /detect: stopped \(SIGINT\) at iteration \d+ of 5000, state saved; run the same command again to resume/);
   });
 
   test('--scenes missing: exit 1 with a message naming scenes; an unknown folder is named too', () => {

@@ -1,10 +1,11 @@
 // `selfsup pretrain` then `selfsup eval knn|linear`, as a user runs them, in
 // child processes: a YAML run file plus flags, a tiny supervised run on
 // Fashion-MNIST, then both protocols with --json (the second from cached
-// features), each writing its EvalReport under the run folder.
+// features), each writing its EvalReport under the run folder; Ctrl-C during
+// pretrain keeps a checkpoint and exits 130.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,4 +67,25 @@ test('pretrain (YAML + flags) -> eval knn -> eval linear from cached features', 
 
   const table = selfsup('eval', 'knn', '--checkpoint', out, '--limit', '300', '--test-limit', '200', '--stage', 'res4');
   assert.match(table.stdout, /kNN on res4 \(16-d\), 300 train -> 200 test images\nprotocol +top-1 +top-5\nk=200 weighted, T=0\.1 +\d+\.\d\d +\d+\.\d\d\nk=20 majority +\d+\.\d\d +\d+\.\d\d\n/);
+});
+
+test('Ctrl-C during pretrain: a checkpoint, the summary, and exit code 130 (so `pretrain && eval` stops)', async () => {
+  const out = join(dir, 'interrupted');
+  const config = join(dir, 'long.yaml');
+  writeFileSync(config, 'method: supervised\nmodel:\n  width: 4\nonlineKnn:\n  every: 0\nworkers: 0\n');
+  const child = spawn(process.execPath, [MAIN, 'pretrain', '--config', config, '--epochs', '10000', '--limit', '64', '--batch-size', '32', '--out', out, '--quiet'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // The first epoch's checkpoint proves the loop (and its signal handler) is running.
+  const started = Date.now();
+  while (!existsSync(join(out, 'last.safetensors')) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 100));
+  child.kill('SIGINT');
+  assert.equal(await exited, 130, stderr);
+  assert.match(stdout, /^stopped early after \d+ epochs/);
+  assert.ok(existsSync(join(out, 'last.safetensors')));
 });

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { nativeAddon } from '../backend/native_addon.js';
 import { useBackend } from '../backend/select.js';
+import { InterruptedError } from '../core/interrupted.js';
 import { methodNames } from '../methods/registry.js';
 import { parseRunConfig } from '../train/config.js';
 import { train } from '../train/trainer.js';
@@ -129,5 +130,7 @@ const timestamp = (): string => new Date().toISOString().slice(0, 19).replace(/[
 async function pretrainForDemo(raw: Record<string, unknown>, log: (line: string) => void): Promise<{ trained: Awaited<ReturnType<typeof train>>; minutes: number }> {
   const started = performance.now();
   const trained = await train(parseRunConfig(raw, 'demo config'), { log });
+  // Ctrl-C ends the demo here: evaluating a half-trained network is not what was asked for.
+  if (trained.stoppedBy) throw new InterruptedError(`demo: pretraining stopped (${trained.stoppedBy}) after ${trained.steps} steps; its checkpoint: ${trained.checkpoint}`, trained.stoppedBy);
   return { trained, minutes: (performance.now() - started) / 60000 };
 }

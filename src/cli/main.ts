@@ -2,6 +2,7 @@
 // The `selfsup` command. Each subcommand lives in its own module and adds
 // itself to the program, so this file only lists them.
 import { Command } from 'commander';
+import { exitCodeFor } from '../core/interrupted.js';
 import { registerCocoEvalCommand } from './coco_eval.js';
 import { registerDataCommand } from './data.js';
 import { registerDemoCommand } from './demo.js';
@@ -24,5 +25,5 @@ registerReportCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`selfsup: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  process.exit(exitCodeFor(err));
 });

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
+import { stoppedExitCode } from '../core/interrupted.js';
 import { LAST_CHECKPOINT, readCheckpoint } from '../io/checkpoint.js';
 import { methodNames, methodSpec } from '../methods/registry.js';
 import { ARCHS, STEMS } from '../nn/backbone.js';
@@ -127,6 +128,8 @@ Data-parallel on N processes (Open MPI; --batch-size stays the global batch):
       });
       await closeWorld();
       if (comm.rank !== 0) return;
+      // A stop by Ctrl-C still exits 130 after the checkpoint, so `pretrain && eval` does not go on.
+      if (result.stoppedBy) process.exitCode = stoppedExitCode(result.stoppedBy);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(result)}\n`);
       } else {

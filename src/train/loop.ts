@@ -47,6 +47,8 @@ export interface TrainResult {
   metrics: EpochMetrics[];
   /** Stopped by a signal or an abort before the last epoch ended. */
   stoppedEarly: boolean;
+  /** What stopped it early ('SIGINT', 'SIGTERM', 'aborted', 'another rank stopped'), null when it ran to the end. */
+  stoppedBy: string | null;
 }
 
 /** The loss became NaN or infinite; no update was applied and no checkpoint overwritten. */
@@ -415,6 +417,7 @@ export async function fit(run: Run, callbacks: TrainerCallback[], { log }: { log
       checkpoint: run.lastPath,
       metrics: loop.metrics,
       stoppedEarly,
+      stoppedBy: stoppedEarly ? (loop.stopRequested ?? 'stopped') : null,
     };
   } finally {
     for (const cb of [...callbacks].reverse()) await cb.dispose?.();

@@ -3,6 +3,7 @@
 // with an FPN on the scenes' training split, every head fresh, then box and
 // mask AP on the val split by COCO's rules (eval/coco_eval.ts).
 import { z } from 'zod';
+import { InterruptedError } from '../../core/interrupted.js';
 import { encodeRle } from '../../data/coco.js';
 import { evaluateCoco, type CocoResult } from '../../eval/coco_eval.js';
 import { defineProtocol, type EvalReport } from '../../eval/protocol.js';
@@ -78,7 +79,7 @@ export const detectProtocol = defineProtocol({
       log(`detect: Mask R-CNN FPN on ${data.train.count} train scenes (${data.train.numClasses} classes), ${o.iters} iterations of ${o.batchSize}`);
       const task = sceneTask(model, data.train, o, features, (images, batch, rng) => model.losses(images, batch.targets, rng));
       const fit = await finetune(task, finetuneSettings(o), finetuneIo(loaded, input.workDir, o, 'detect', log));
-      if (fit.stopped) throw new Error(`detect: stopped (${fit.stopped}) at iteration ${fit.iterations} of ${o.iters}; run the same command again to resume`);
+      if (fit.stopped) throw new InterruptedError(`detect: stopped (${fit.stopped}) at iteration ${fit.iterations} of ${o.iters}, state saved; run the same command again to resume`, fit.stopped);
       preciseBatchNorm(model, data.train, o, features, (images) => void model.pyramid(images));
       log(`detect: fine-tuned at ${fit.imagesPerSec?.toFixed(1) ?? '(resumed at the end)'} img/s; predicting ${data.val.count} val scenes`);
       const results = predictCoco(model, data.val, features, o.batchSize);

@@ -1,6 +1,7 @@
 // Semantic segmentation transfer (DetCo Table 7, right: Cityscapes mIoU):
 // the backbone fine-tuned with a semantic-FPN head on the scenes' per-pixel
 // class maps, scored by mIoU on the val scenes (eval/semseg.ts).
+import { InterruptedError } from '../../core/interrupted.js';
 import * as tf from '../../core/tf.js';
 import { defineProtocol, type EvalReport } from '../../eval/protocol.js';
 import { ConfusionMatrix } from '../../eval/semseg.js';
@@ -47,7 +48,7 @@ export const segmentProtocol = defineProtocol({
       log(`segment: semantic FPN on ${data.train.count} train scenes (${classes} classes with background), ${o.iters} iterations of ${o.batchSize}`);
       const task = sceneTask(model, data.train, o, features, (images, batch) => ({ ce: model.loss(images, toClasses(batch.semantic, lookup, o.scenes)) }));
       const fit = await finetune(task, finetuneSettings(o), finetuneIo(loaded, input.workDir, o, 'segment', log));
-      if (fit.stopped) throw new Error(`segment: stopped (${fit.stopped}) at iteration ${fit.iterations} of ${o.iters}; run the same command again to resume`);
+      if (fit.stopped) throw new InterruptedError(`segment: stopped (${fit.stopped}) at iteration ${fit.iterations} of ${o.iters}, state saved; run the same command again to resume`, fit.stopped);
       preciseBatchNorm(model, data.train, o, features, (images) => void model.pyramid(images));
       const confusion = new ConfusionMatrix(classes);
       const restore = model.saveModes();
