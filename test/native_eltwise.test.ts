@@ -1,11 +1,11 @@
-// Native element-wise kernels (unary, broadcasting binary, AddN, Softmax)
-// against tfjs-cpu, on every broadcasting pattern, special values and gradients.
+// Native element-wise kernels (unary, broadcasting binary, AddN, Softmax, the
+// fused SGD, EMA and non-finite checks) against tfjs-cpu, on every broadcasting pattern, special values and gradients.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../src/core/tf.js';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { nativeAddon } from '../src/backend/native_addon.js';
-import { sgdMomentumUpdate } from '../src/backend/ops.js';
+import { axpbyAll, firstNonFiniteIndex, sgdMomentumUpdate } from '../src/backend/ops.js';
 import {
   countCalls,
   assertClose,
@@ -157,6 +157,42 @@ describe('native element-wise kernels match tfjs-cpu', () => {
       await nativeMatches(sgdCalls, () => sgdMomentumUpdate(randomTensor(shape, 600 + i), randomTensor(shape, 700 + i), randomTensor(shape, 800 + i), settings),
         `sgd ${JSON.stringify(shape)} nesterov ${nesterov} wd ${weightDecay}`);
     }
+  });
+
+  test('firstNonFiniteIndex: the first tensor with a NaN or an infinity, -1 when none; native and the composite agree', async () => {
+    const finiteCalls = countCalls('firstNonFinite');
+    const withValue = (shape: number[], seed: number, at: number, value: number) => {
+      const v = randomArray(shape.reduce((a, b) => a * b, 1), seed);
+      v[at] = value;
+      return () => tf.tensor(v, shape);
+    };
+    const cases: Array<[string, Array<() => Tensor>, number]> = [
+      ['all finite, the largest float included', [withValue([3, 3, 4, 8], 1, 5, 3.4e38), withValue([70001], 2, 0, -3.4e38), withValue([7], 3, 0, 1e-45)], -1],
+      ['NaN in the last element of the third', [withValue([5], 4, 0, 0), withValue([2, 3], 5, 0, 1), withValue([70001], 6, 70000, NaN)], 2],
+      ['+Infinity in the middle of the first, NaN later', [withValue([70001], 7, 35000, Infinity), withValue([4], 8, 1, NaN)], 0],
+      ['-Infinity in a scalar', [withValue([3], 9, 0, 0), withValue([], 10, 0, -Infinity)], 1],
+      ['no tensors', [], -1],
+    ];
+    for (const [what, makers, expected] of cases) {
+      for (const backend of ['cpu', 'native']) {
+        await tf.setBackend(backend);
+        const before = finiteCalls();
+        const tensors = makers.map((make) => make());
+        assert.equal(firstNonFiniteIndex(tensors), expected, `${what} on ${backend}`);
+        tf.dispose(tensors);
+        if (backend === 'native' && makers.length > 0) assert.equal(finiteCalls(), before + 1, `${what}: one native call`);
+      }
+    }
+  });
+
+  test('axpbyAll (a whole network\'s EMA update in one call) matches the composite of stock ops', async () => {
+    const axpbyCalls = countCalls('axpby');
+    const shapes = [[3, 3, 16, 32], [70001], [7], []];
+    const pairs = () => [shapes.map((shape, i) => randomTensor(shape, 900 + i)), shapes.map((shape, i) => randomTensor(shape, 950 + i))] as const;
+    await nativeMatches(axpbyCalls, () => axpbyAll(...pairs(), 0.99, 0.01), 'axpby 0.99, 0.01');
+    await nativeMatches(axpbyCalls, () => axpbyAll(...pairs(), -2, 0.5), 'axpby -2, 0.5');
+    assert.throws(() => axpbyAll([tf.zeros([2])], [tf.zeros([3])], 1, 1), /pair 0 has shapes \[2\] and \[3\]/);
+    assert.deepEqual(axpbyAll([], [], 1, 1), []);
   });
 
   test('the addon log-softmax matches tf.logSoftmax', async () => {

@@ -2,7 +2,9 @@
 // and softmax over the last axis. Each op is a tiny functor; one template per
 // kind of loop instantiates it, so every op gets the same vectorised,
 // OpenMP-split loops.
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -288,6 +290,49 @@ Napi::Value SgdMomentum(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// firstNonFinite(xs): the index of the first array that holds a NaN or an
+// infinity, or -1. The trainer checks every gradient each step; one call
+// replaces three tfjs ops per tensor (x - x, sum, add), most of it dispatch.
+// The test is on the bits (exponent all ones), which no compiler flag folds away.
+Napi::Value FirstNonFinite(const Napi::CallbackInfo& info) {
+  auto list = info[0].As<Napi::Array>();
+  for (uint32_t k = 0; k < list.Length(); ++k) {
+    Napi::Value v = list.Get(k);
+    const uint32_t* bits = reinterpret_cast<const uint32_t*>(floatData(v, "firstNonFinite input"));
+    int64_t n = static_cast<int64_t>(floatLength(v));
+    std::atomic<bool> bad{false};
+    parallelRanges(n, 1, [&](int64_t begin, int64_t end) {
+      uint32_t any = 0;
+#pragma omp simd reduction(| : any)
+      for (int64_t i = begin; i < end; ++i) any |= static_cast<uint32_t>((bits[i] & 0x7f800000u) == 0x7f800000u);
+      if (any) bad.store(true, std::memory_order_relaxed);
+    });
+    if (bad.load()) return Napi::Number::New(info.Env(), k);
+  }
+  return Napi::Number::New(info.Env(), -1);
+}
+
+// axpby(xs, ys, outs, a, b): outs[k] = a xs[k] + b ys[k] for every k, in one
+// call: an EMA update of a whole network (MoCo's key encoder, BYOL's target)
+// instead of three tfjs ops per tensor.
+Napi::Value Axpby(const Napi::CallbackInfo& info) {
+  auto xs = info[0].As<Napi::Array>(), ys = info[1].As<Napi::Array>(), outs = info[2].As<Napi::Array>();
+  if (ys.Length() != xs.Length() || outs.Length() != xs.Length()) throw Napi::RangeError::New(info.Env(), "axpby: xs, ys and outs must be lists of one length");
+  float a = info[3].As<Napi::Number>().FloatValue(), b = info[4].As<Napi::Number>().FloatValue();
+  for (uint32_t k = 0; k < xs.Length(); ++k) {
+    Napi::Value xv = xs.Get(k);
+    int64_t n = static_cast<int64_t>(floatLength(xv));
+    const float* x = floatData(xv, "axpby x");
+    const float* y = floatsOfLength(ys.Get(k), n, "axpby y");
+    float* out = floatsOfLength(outs.Get(k), n, "axpby out");
+    parallelRanges(n, 1, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+      for (int64_t i = begin; i < end; ++i) out[i] = a * x[i] + b * y[i];
+    });
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitEltwise(Napi::Env env, Napi::Object exports) {
@@ -298,6 +343,8 @@ void InitEltwise(Napi::Env env, Napi::Object exports) {
   exports.Set("addN", Napi::Function::New(env, AddN));
   exports.Set("softmax", Napi::Function::New(env, Softmax));
   exports.Set("sgdMomentum", Napi::Function::New(env, SgdMomentum));
+  exports.Set("firstNonFinite", Napi::Function::New(env, FirstNonFinite));
+  exports.Set("axpby", Napi::Function::New(env, Axpby));
 }
 
 }  // namespace selfsup

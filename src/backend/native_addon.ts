@@ -63,6 +63,10 @@ export interface NativeAddon {
   softmax(x: F32, y: F32, rows: number, cols: number, log: boolean): void;
   /** One momentum-SGD step of one parameter (PyTorch's formula), into pOut and bufOut. */
   sgdMomentum(p: F32, g: F32, buf: F32, pOut: F32, bufOut: F32, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;
+  /** The index of the first array holding a NaN or an infinity, or -1. */
+  firstNonFinite(xs: F32[]): number;
+  /** outs[k] = a xs[k] + b ys[k] for every k. */
+  axpby(xs: F32[], ys: F32[], outs: F32[], a: number, b: number): void;
   /** y[o, i] = op over r of x[o, r, i], x viewed as [outer, n, inner]. */
   reduce(op: number, x: F32, y: F32, outer: number, n: number, inner: number): void;
   /** y's dimension i is x's dimension perm[i]. */

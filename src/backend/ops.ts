@@ -9,6 +9,8 @@ export const BatchNormTrain = 'SelfsupBatchNormTrain';
 export const ReluGrad = 'SelfsupReluGrad';
 export const BatchNormTrainGrad = 'SelfsupBatchNormTrainGrad';
 export const SgdMomentumUpdate = 'SelfsupSgdMomentumUpdate';
+export const FirstNonFinite = 'SelfsupFirstNonFinite';
+export const Axpby = 'SelfsupAxpby';
 
 export interface BatchNormTrainResult {
   y: Tensor;
@@ -149,6 +151,43 @@ export function sgdMomentumUpdate(p: Tensor, g: Tensor, buf: Tensor, settings: S
     const direction = nesterov ? tf.add(decayed, tf.mul(b, momentum)) : b;
     return [tf.sub(p, tf.mul(direction, lr)), b];
   });
+}
+
+/** Tensors as a kernel's inputs x0, x1, ... (and y0, y1, ... for `prefix` y). */
+function numberedInputs(tensors: Tensor[], prefix: string): tf.NamedTensorMap {
+  return Object.fromEntries(tensors.map((t, i) => [`${prefix}${i}`, t]));
+}
+
+/**
+ * The index of the first of `tensors` (float32) that holds a NaN or an
+ * infinity, or -1. One kernel call where the backend has it; else x - x
+ * (0 for finite x, NaN otherwise) summed over all of them, one scalar read,
+ * and a per-tensor search only once something is wrong.
+ */
+export function firstNonFiniteIndex(tensors: Tensor[]): number {
+  if (tensors.length === 0) return -1;
+  if (tf.getKernel(FirstNonFinite, tf.getBackend())) {
+    const index = tf.engine().runKernel(FirstNonFinite, numberedInputs(tensors, 'x'), { count: tensors.length }) as Tensor;
+    const value = index.dataSync()[0]!;
+    index.dispose();
+    return value;
+  }
+  const probe = (ts: Tensor[]) => tf.tidy(() => ts.map((t) => tf.sum(tf.sub(t, t))).reduce((a, b) => tf.add(a, b)).dataSync()[0]!);
+  if (Number.isFinite(probe(tensors))) return -1;
+  return tensors.findIndex((t) => !Number.isFinite(probe([t])));
+}
+
+/** a xs[k] + b ys[k] for every k (pairs of one shape): an EMA update of a whole network in one kernel call where the backend has it. */
+export function axpbyAll(xs: Tensor[], ys: Tensor[], a: number, b: number): Tensor[] {
+  if (ys.length !== xs.length) throw new Error(`axpbyAll: ${xs.length} xs but ${ys.length} ys`);
+  xs.forEach((x, i) => {
+    if (!tf.util.arraysEqual(x.shape, ys[i]!.shape)) throw new Error(`axpbyAll: pair ${i} has shapes [${x.shape}] and [${ys[i]!.shape}]`);
+  });
+  if (xs.length === 0) return [];
+  if (tf.getKernel(Axpby, tf.getBackend())) {
+    return tf.engine().runKernel(Axpby, { ...numberedInputs(xs, 'x'), ...numberedInputs(ys, 'y') }, { a, b, count: xs.length }) as Tensor[];
+  }
+  return xs.map((x, i) => tf.tidy(() => tf.add(tf.mul(x, a), tf.mul(ys[i]!, b))));
 }
 
 /**

@@ -20,6 +20,7 @@
 // (Ctrl-C, abort) is agreed between ranks once per step: ranks that stopped
 // at different steps would leave a collective waiting.
 import * as tf from '../core/tf.js';
+import { firstNonFiniteIndex } from '../backend/ops.js';
 import type { NamedTensorMap, Scalar, Tensor, Variable } from '@tensorflow/tfjs-core';
 import type { Batch, Loader } from '../data/index.js';
 import type { CheckpointState } from '../io/checkpoint.js';
@@ -82,15 +83,12 @@ export class NonFiniteStateError extends NonFiniteLossError {
 
 /**
  * The name of the first float tensor of `named` that holds a NaN or an
- * infinity, or null. x - x is 0 for finite x and NaN otherwise, so one summed
- * reduction and one scalar read cover every tensor (no overflow, unlike a sum
- * of the values); the per-tensor search runs only once something is wrong.
+ * infinity, or null (one native call for all of them: backend/ops.ts).
  */
 export function firstNonFinite(named: Array<[string, Tensor]>): string | null {
   const floats = named.filter(([, t]) => t.dtype === 'float32');
-  const probe = (ts: Tensor[]) => tf.tidy(() => ts.map((t) => tf.sum(tf.sub(t, t))).reduce((a, b) => tf.add(a, b)).dataSync()[0]!);
-  if (floats.length === 0 || Number.isFinite(probe(floats.map(([, t]) => t)))) return null;
-  return floats.find(([, t]) => !Number.isFinite(probe([t])))?.[0] ?? '(unknown)';
+  const index = firstNonFiniteIndex(floats.map(([, t]) => t));
+  return index < 0 ? null : floats[index]![0];
 }
 
 /** What `fit` tells its callbacks; each hook may be async, and they run in list order. */

@@ -2,7 +2,7 @@
 // Softmax. float32 only; anything else declines to the tfjs-cpu kernel.
 import * as tf from '../../core/tf.js';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
-import { ReluGrad, SgdMomentumUpdate } from '../ops.js';
+import { Axpby, FirstNonFinite, ReluGrad, SgdMomentumUpdate } from '../ops.js';
 import { nativeKernel, sizeOf, type NativeBackend } from '../native_backend.js';
 
 /** The addon's code for an op name in one of its op tables (looked up once per table). */
@@ -107,4 +107,36 @@ const sgdMomentum = nativeKernel(SgdMomentumUpdate, ({ inputs, attrs, backend })
   return [value.info, velocity.info];
 });
 
-export const kernels: KernelConfig[] = [...unaryKernels, ...binaryKernels, addN, softmax, sgdMomentum];
+/** Inputs x0..x{count-1} (or another prefix) as float32 arrays, with a clear error for anything else. */
+function numberedFloats(kernel: string, inputs: Record<string, TensorInfo | undefined>, prefix: string, count: number, backend: NativeBackend): Array<{ info: TensorInfo; values: Float32Array }> {
+  return Array.from({ length: count }, (_, i) => {
+    const info = inputs[`${prefix}${i}`];
+    const values = info ? backend.floats(info) : null;
+    if (!info || !values) throw new Error(`${kernel}: input ${prefix}${i} must be a float32 tensor`);
+    return { info, values };
+  });
+}
+
+const firstNonFinite = nativeKernel(FirstNonFinite, ({ inputs, attrs, backend }) => {
+  const xs = numberedFloats('firstNonFiniteIndex', inputs, 'x', Number(attrs.count), backend);
+  const out = backend.output([]);
+  out.values[0] = backend.addon.firstNonFinite(xs.map((x) => x.values));
+  return out.info;
+});
+
+const axpby = nativeKernel(Axpby, ({ inputs, attrs, backend }) => {
+  const count = Number(attrs.count);
+  const xs = numberedFloats('axpbyAll', inputs, 'x', count, backend);
+  const ys = numberedFloats('axpbyAll', inputs, 'y', count, backend);
+  const outs = xs.map((x) => backend.output(x.info.shape));
+  backend.addon.axpby(
+    xs.map((x) => x.values),
+    ys.map((y) => y.values),
+    outs.map((o) => o.values),
+    Number(attrs.a),
+    Number(attrs.b),
+  );
+  return outs.map((o) => o.info);
+});
+
+export const kernels: KernelConfig[] = [...unaryKernels, ...binaryKernels, addN, softmax, sgdMomentum, firstNonFinite, axpby];
