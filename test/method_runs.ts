@@ -86,6 +86,16 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
  * epoch. Only the last epoch is scored and checkpointed: the suite's time
  * goes to steps.
  */
+/** The online kNN top-1 of `config`'s backbone as initialised (its seed), on the config's kNN subsets of Fashion-MNIST. */
+export async function untrainedKnnTop1(config: RunConfig): Promise<number> {
+  const knn = OnlineKnn.fromConfig(config, await loadTrainingSet(config.dataset), loadTestSet(config.dataset, 1000), 10);
+  if (typeof knn === 'string') throw new Error(knn);
+  const untrained = fashionMethod(config);
+  const top1 = (await knn.evaluate(untrained.backbone)).top1;
+  untrained.dispose();
+  return top1;
+}
+
 export async function knnAgainstRandomInit(
   method: string,
   lr = 0.06,
@@ -107,11 +117,7 @@ export async function knnAgainstRandomInit(
     onlineKnn: { every: epochCount, trainSamples: 1000, testSamples: 1000, k: 20 },
     checkpoint: { everyEpochs: epochCount },
   }, lr);
-  const knn = OnlineKnn.fromConfig(config, await loadTrainingSet(config.dataset), loadTestSet(config.dataset, 1000), 10);
-  if (typeof knn === 'string') throw new Error(knn);
-  const untrained = fashionMethod(config);
-  const random = (await knn.evaluate(untrained.backbone)).top1;
-  untrained.dispose();
+  const random = await untrainedKnnTop1(config);
   const result = await train(config, { quiet: true, log: () => undefined });
   const trained = result.metrics.at(-1)?.knn?.top1;
   if (trained === undefined) throw new Error(`${method}: the last epoch has no online kNN`);

@@ -12,7 +12,6 @@ import { test } from 'node:test';
 import * as tf from '../src/core/tf.js';
 import { useBackend } from '../src/backend/select.js';
 import { Rng } from '../src/core/random.js';
-import { loadTestSet, loadTrainingSet } from '../src/data/dataset_config.js';
 import { arrayImageSet, type ImageSet } from '../src/data/image_set.js';
 import { NEIGHBOUR_CELLS } from '../src/data/jigsaw.js';
 import { hammingDistance, maxHammingPermutations } from '../src/data/permutations.js';
@@ -22,11 +21,9 @@ import { methodFromCheckpoint } from '../src/io/backbone.js';
 import { methodNames } from '../src/methods/index.js';
 import { Jigsaw, PERMUTATION_SEED } from '../src/methods/jigsaw.js';
 import type { PretextMethod } from '../src/methods/parts/pretext.js';
-import { buildBackbone } from '../src/nn/backbone.js';
 import { disposeTensorBatch, toTensorBatch } from '../src/train/data.js';
-import { OnlineKnn } from '../src/train/online_knn.js';
 import { train } from '../src/train/trainer.js';
-import { fashionMethod, saveMethodCheckpoint, tinyConfig, USABLE_KNN } from './method_runs.js';
+import { fashionMethod, saveMethodCheckpoint, tinyConfig, untrainedKnnTop1, USABLE_KNN } from './method_runs.js';
 import { assertClose } from './helpers.js';
 
 await useBackend('native');
@@ -267,14 +264,8 @@ test('relloc (by default) and jigsaw (an option): a per-patch layer, the papers\
 const KNN = { every: 0, trainSamples: 1000, testSamples: 1000, k: 20 };
 let untrained: Promise<number> | undefined;
 
-async function untrainedKnn(): Promise<number> {
-  const config = tinyConfig('rotation', { dataset: { limit: 2000 }, onlineKnn: { ...KNN, every: 1 } });
-  const knn = OnlineKnn.fromConfig(config, await loadTrainingSet(config.dataset), loadTestSet(config.dataset, 1000), 10);
-  if (typeof knn === 'string') throw new Error(knn);
-  const backbone = buildBackbone(config.model, 1, config.seed);
-  const top1 = (await knn.evaluate(backbone)).top1;
-  backbone.dispose();
-  return top1;
+function untrainedKnn(): Promise<number> {
+  return untrainedKnnTop1(tinyConfig('rotation', { dataset: { limit: 2000 }, onlineKnn: { ...KNN, every: 1 } }));
 }
 
 /** Trains `method` on the first `images` (1,000 or more) for `epochs` of `batchSize`; the untrained and trained kNN and each epoch's pretext accuracy. */
