@@ -416,15 +416,15 @@ function reportText(
       return res ? `${r.label} ${res.lr}` : null;
     })
     .filter(Boolean);
+  const trainScenes = Math.round(f.scenes * (1 - f.sceneValFraction));
   const lines = [
     `ResNet-18 width ${f.width} (ImageNet stem) pretrained on ${f.objects.toLocaleString('en')} object images (${f.objectSize} px; ${Math.round(f.objects * 0.9).toLocaleString('en')} train) ` +
       `for ${f.epochs} epochs at batch ${f.batchSize}, every method with the same budget and its own recipe (SGD, cosine; lr ${lrs.length ? lrs.join(', ') : 'per recipe'}); ` +
-      `random init is the supervised run's architecture untrained. Fine-tuned on ${f.scenes.toLocaleString('en')} scenes (128 px, ${Math.round(f.scenes * (1 - f.sceneValFraction))} train / ` +
+      `random init is the supervised run's architecture untrained. Fine-tuned on ${f.scenes.toLocaleString('en')} scenes (128 px, ${trainScenes} train / ` +
       `${Math.round(f.scenes * f.sceneValFraction)} val${f.valLimit ? `, first ${f.valLimit} val tested` : ''}): \`detect\` (Mask R-CNN FPN, COCO AP on val) and \`segment\` (semantic FPN, mIoU), ` +
       `batch ${f.ftBatchSize}, ${f.roiBatchPerImage} RoIs per image, lr 0.01, warm-up ${f.warmupIters}, steps at 75% and 92%. Mean ± std over seeds ${seeds.join(', ')} (pretraining seeds ${pretrainSeeds.join(', ')}); ` +
       'the noise floor is the pooled per-run std over seeds; fine-tune img/s is the detector\'s training rate in `detect`.',
   ];
-  const trainScenes = Math.round(f.scenes * (1 - f.sceneValFraction));
   const summaryHeader =
     `ResNet-18 width ${f.width} (ImageNet stem) pretrained ${f.epochs} epochs on ${f.objects.toLocaleString('en')} object images (${f.objectSize} px), every row with the same budget; ` +
     `fine-tuned on scenes (128 px): box and mask AP of a Mask R-CNN FPN, mIoU of a semantic FPN; mean ± std over seeds ${seeds.join(', ')}. ` +

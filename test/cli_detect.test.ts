@@ -8,13 +8,14 @@
 // the same metrics; Ctrl-C saves the state and exits 130. Skipped when the
 // clip-art packages are missing.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { missingPackages } from '../src/data/packages.js';
+import { interruptWhen } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const missing = missingPackages(['tuxpaintStamps', 'openclipart']);
@@ -122,17 +123,11 @@ describe('selfsup eval detect | segment', { skip }, () => {
     const states = () =>
       existsSync(evalDir) ? readdirSync(evalDir).filter((d) => existsSync(join(evalDir, d, 'finetune.safetensors'))) : [];
     const before = new Set(states());
-    const child = spawn(process.execPath, [MAIN, 'eval', 'detect', '--checkpoint', run, '--scenes', scenes, '--iters', '5000', '--batch-size', '2', '--random-init', '--seed', '7', '--checkpoint-every', '10'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     // The first periodic save proves the loop (and its signal handler) is running.
-    const started = Date.now();
-    while (!states().some((d) => !before.has(d)) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 100));
-    child.kill('SIGINT');
-    const code = await exited;
+    const { code, stderr } = await interruptWhen(
+      [MAIN, 'eval', 'detect', '--checkpoint', run, '--scenes', scenes, '--iters', '5000', '--batch-size', '2', '--random-init', '--seed', '7', '--checkpoint-every', '10'],
+      () => states().some((d) => !before.has(d)),
+    );
     assert.equal(code, 130, stderr);
     assert.match(stderr, /detect: stopped \(SIGINT\) at iteration \d+ of 5000, state saved; run the same command again to resume/);
   });

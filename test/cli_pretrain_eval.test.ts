@@ -5,11 +5,12 @@
 // pretrain keeps a checkpoint and exits 130.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { interruptWhen } from './helpers.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'selfsup-e2e-'));
@@ -73,19 +74,12 @@ test('Ctrl-C during pretrain: a checkpoint, the summary, and exit code 130 (so `
   const out = join(dir, 'interrupted');
   const config = join(dir, 'long.yaml');
   writeFileSync(config, 'method: supervised\nmodel:\n  width: 4\nonlineKnn:\n  every: 0\nworkers: 0\n');
-  const child = spawn(process.execPath, [MAIN, 'pretrain', '--config', config, '--epochs', '10000', '--limit', '64', '--batch-size', '32', '--out', out, '--quiet'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   // The first epoch's checkpoint proves the loop (and its signal handler) is running.
-  const started = Date.now();
-  while (!existsSync(join(out, 'last.safetensors')) && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 100));
-  child.kill('SIGINT');
-  assert.equal(await exited, 130, stderr);
+  const { code, stdout, stderr } = await interruptWhen(
+    [MAIN, 'pretrain', '--config', config, '--epochs', '10000', '--limit', '64', '--batch-size', '32', '--out', out, '--quiet'],
+    () => existsSync(join(out, 'last.safetensors')),
+  );
+  assert.equal(code, 130, stderr);
   assert.match(stdout, /^stopped early after \d+ epochs/);
   assert.ok(existsSync(join(out, 'last.safetensors')));
 });

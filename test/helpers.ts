@@ -127,6 +127,25 @@ export function countCalls(name: string): () => number {
 }
 
 /**
+ * Runs the Node script `args[0]` with `args[1..]` in a child process, polls
+ * `ready` (every 100 ms, for at most two minutes) and then sends SIGINT;
+ * returns its exit code (or the signal that ended it), stdout and stderr.
+ * `ready` should prove the command's loop, and so its signal handler, runs.
+ */
+export async function interruptWhen(args: string[], ready: () => boolean): Promise<{ code: number | NodeJS.Signals | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.on('exit', (c, signal) => resolve(c ?? signal)));
+  const started = Date.now();
+  while (!ready() && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 100));
+  child.kill('SIGINT');
+  return { code: await exited, stdout, stderr };
+}
+
+/**
  * Runs the ES module `script` in a child Node process, sends it SIGINT once its
  * stdout is exactly `marker`, and returns its exit code (or the signal that
  * ended it) and what it printed after the marker.

@@ -77,15 +77,6 @@ export async function stepLosses(config: RunConfig): Promise<{ result: TrainResu
   return { result, losses };
 }
 
-/**
- * A short real pretraining run against its own starting point: ResNet-18
- * width `width` (default 4) on 2,000 Fashion-MNIST images, `epochs` (default
- * 10) of `batchSize` (default 128: 15 steps each), optionally `warmupEpochs` of linear warm-up
- * (else the method's default), and the online kNN (k 20, 1,000 training images
- * as memory, 1,000 test images) of the untrained network and after the last
- * epoch. Only the last epoch is scored and checkpointed: the suite's time
- * goes to steps.
- */
 /** The online kNN top-1 of `config`'s backbone as initialised (its seed), on the config's kNN subsets of Fashion-MNIST. */
 export async function untrainedKnnTop1(config: RunConfig): Promise<number> {
   const knn = OnlineKnn.fromConfig(config, await loadTrainingSet(config.dataset), loadTestSet(config.dataset, 1000), 10);
@@ -96,6 +87,15 @@ export async function untrainedKnnTop1(config: RunConfig): Promise<number> {
   return top1;
 }
 
+/**
+ * A short real pretraining run against its own starting point: ResNet-18
+ * width `width` (default 4) on 2,000 Fashion-MNIST images, `epochs` (default
+ * 10) of `batchSize` (default 128: 15 steps each), optionally `warmupEpochs` of linear warm-up
+ * (else the method's default), and the online kNN (k 20, 1,000 training images
+ * as memory, 1,000 test images) of the untrained network and after the last
+ * epoch. Only the last epoch is scored and checkpointed: the suite's time
+ * goes to steps.
+ */
 export async function knnAgainstRandomInit(
   method: string,
   lr = 0.06,
