@@ -72,6 +72,7 @@ import {
   resultFile,
   rowStats,
   SETTINGS,
+  settingsChanges,
   summaryText,
   TRANSFER_ROWS,
   type Job,
@@ -738,14 +739,18 @@ async function main(): Promise<void> {
       if (!checkGateRows(f, seeds, pretrainSeeds)) break;
     }
     const file = resultFile(f.out, job);
-    const state = jobState(readJobResult(file), jobSettings(f, job));
+    const previous = readJobResult(file);
+    const state = jobState(previous, jobSettings(f, job));
     if (state === 'done') {
       say(`${jobId(job)}: done (${file}), skipped`);
       continue;
     }
+    const changes = state === 'stale' ? settingsChanges(previous!.settings, jobSettings(f, job)).join(', ') : '';
     if (state === 'stale' && job.kind === 'pretrain') {
-      throw new Error(`${jobId(job)}: ${file} was made with other settings; rerun with --force --rows ${job.row} or another --out`);
+      throw new Error(`${jobId(job)}: ${file} was made with other settings (${changes}); rerun with --force --rows ${job.row} or another --out`);
     }
+    // An evaluation is cheap to redo and its report stays in the pretraining run's eval/ folder; only the table's copy is replaced.
+    if (state === 'stale') say(`${jobId(job)}: ${file} was made with other settings (${changes}); running it again replaces it`);
     const elapsed = (performance.now() - started) / 60000;
     say(`\n[${k + 1}/${jobs.length}, ${elapsed.toFixed(1)} min] ${jobId(job)}`);
     runSelfInChild(['--job'], ['--job', jobId(job)], jobId(job));

@@ -106,6 +106,18 @@ export function sameSettings(a: unknown, b: unknown): boolean {
   return canonicalJson(a) === canonicalJson(b);
 }
 
+/** Where two settings differ, as `path old -> new` (JSON values), so a replaced result says what changed. */
+export function settingsChanges(before: unknown, after: unknown, path = ''): string[] {
+  const isObject = (v: unknown): v is Record<string, unknown> => Boolean(v) && typeof v === 'object' && !Array.isArray(v);
+  if (isObject(before) && isObject(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+    return keys.flatMap((k) => settingsChanges(before[k], after[k], path ? `${path}.${k}` : k));
+  }
+  if (canonicalJson(before) === canonicalJson(after)) return [];
+  const show = (v: unknown) => (v === undefined ? '(none)' : canonicalJson(v));
+  return [`${path || '(settings)'} ${show(before)} -> ${show(after)}`];
+}
+
 /** Every job result file records the settings it was made with. */
 export interface JobResult<S = unknown> {
   job: string;

@@ -25,6 +25,7 @@ import {
   resultFile,
   rowStats,
   sameSettings,
+  settingsChanges,
   summaryText,
   TRANSFER_ROWS,
   type Job,
@@ -168,6 +169,13 @@ test('a job is done only when its result records the same settings; other settin
   assert.equal(jobState(readJobResult(file), settings), 'done');
   assert.equal(jobState(readJobResult(file), { ...settings, options: { ...settings.options, iters: 20 } }), 'stale');
   assert.ok(sameSettings({ a: 1, b: undefined }, { a: 1 }));
+  // What a replaced result reports: each changed leaf with its old and new value, nothing for equal ones.
+  assert.deepEqual(settingsChanges(settings, { ...settings, options: { ...settings.options, iters: 20 } }), ['options.iters 10 -> 20']);
+  assert.deepEqual(
+    settingsChanges({ pretrain: { seed: 0, width: 16 }, extra: [1] }, { pretrain: { seed: 1, width: 16 }, tag: 'x' }),
+    ['extra [1] -> (none)', 'pretrain.seed 0 -> 1', 'tag (none) -> "x"'],
+  );
+  assert.deepEqual(settingsChanges({ b: 2, a: 1 }, { a: 1, b: 2 }), []);
   writeFileSync(file, '{ truncated');
   assert.throws(() => readJobResult(file), /not a readable result.*delete it/);
 });
