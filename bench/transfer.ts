@@ -740,12 +740,13 @@ async function main(): Promise<void> {
     }
     const file = resultFile(f.out, job);
     const previous = readJobResult(file);
-    const state = jobState(previous, jobSettings(f, job));
+    const current = jobSettings(f, job);
+    const state = jobState(previous, current);
     if (state === 'done') {
       say(`${jobId(job)}: done (${file}), skipped`);
       continue;
     }
-    const changes = state === 'stale' ? settingsChanges(previous!.settings, jobSettings(f, job)).join(', ') : '';
+    const changes = state === 'stale' ? settingsChanges(previous!.settings, current).join(', ') : '';
     if (state === 'stale' && job.kind === 'pretrain') {
       throw new Error(`${jobId(job)}: ${file} was made with other settings (${changes}); rerun with --force --rows ${job.row} or another --out`);
     }
